@@ -1,0 +1,569 @@
+"""Caches: a value storage and a call storage joined, and the wrappers that compose them (SPEC 7)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+from .call import NO_RESULT, Call, DigestedCall, LazyCall, QueryCall, now
+from .digest import Digest
+from .errors import CorruptEntryWarning, IntegrityError, Rejected, SaveError
+from .storage.base import (
+    NULL_CONTEXT,
+    CallMixin,
+    CallStorage,
+    Intent,
+    ValueMixin,
+    ValueStorage,
+    check_key,
+)
+
+# loads that are exactly ``get``: their fast form is ``_get`` (a storage overriding load keeps it)
+_PLAIN_LOADS = (ValueMixin.load, CallMixin.load)
+
+if TYPE_CHECKING:
+    from .composite import (
+        CachePool,
+        CacheStack,
+        FilteredCache,
+        ReadOnlyCache,
+        SizeLimitedCache,
+    )
+    from .query import QueryIterator
+
+__all__ = [
+    "DEFAULT_GC_GRACE",
+    "BaseCache",
+    "Cache",
+    "CachePool",
+    "CacheStack",
+    "FilteredCache",
+    "ReadOnlyCache",
+    "RefreshingCache",
+    "Rejected",
+    "SizeLimitedCache",
+    "VoidCache",
+]
+
+DEFAULT_GC_GRACE = 3600.0
+"""Seconds a value must have been unreferenced before :meth:`BaseCache.gc` removes it."""
+
+# defined in composite.py (which builds on this module); importable from here as well
+_COMPOSITE = frozenset(
+    {"CachePool", "CacheStack", "FilteredCache", "ReadOnlyCache", "SizeLimitedCache"}
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _COMPOSITE:
+        from . import composite
+
+        return getattr(composite, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+log = logging.getLogger(__name__)
+
+
+class BaseCache:
+    """The cache contract every cache implements; see :class:`Cache` for the plain one."""
+
+    hits: int = 0
+    misses: int = 0
+
+    # --- the contract -----------------------------------------------------------------------------
+    def save(self, call: Call) -> Digest:
+        """Store a computed call (its argument values, result and record); returns its key."""
+        raise NotImplementedError
+
+    def load(self, key: str) -> LazyCall:
+        """The stored call under ``key`` (arguments and result load on access); KeyError on miss."""
+        return LazyCall(check_key(key), self._load_record(key), self)
+
+    def _load_record(self, key: str) -> DigestedCall:
+        raise NotImplementedError
+
+    def load_value(self, key: str) -> Any:
+        """A stored value by its digest; KeyError on miss."""
+        raise NotImplementedError
+
+    def contains(self, key: str) -> bool:
+        """True when a call record is stored under ``key``."""
+        raise NotImplementedError
+
+    def evict(self, key: str) -> None:
+        """Remove the call record under ``key`` (values stay until :meth:`gc`)."""
+        raise NotImplementedError
+
+    def expand(self, prefix: str) -> Digest:
+        """The one call key starting with ``prefix`` (KeyError / AmbiguousDigestError otherwise)."""
+        raise NotImplementedError
+
+    def shrink(self, *keys: str) -> Any:
+        """Shortest unambiguous prefix of each call key (one Digest for one key, else a list)."""
+        raise NotImplementedError
+
+    def values_expand(self, prefix: str) -> Digest:
+        """The one stored value digest starting with ``prefix``."""
+        raise NotImplementedError
+
+    def _query_records(self, template: QueryCall) -> Iterator[tuple[Digest, DigestedCall]]:
+        raise NotImplementedError
+
+    def list(self) -> Iterator[Digest]:
+        """Every stored call key."""
+        raise NotImplementedError
+
+    def value_keys(self) -> Iterator[Digest]:
+        """Every stored value digest."""
+        raise NotImplementedError
+
+    def _store_value(self, key: Digest, value: Any) -> None:
+        raise NotImplementedError
+
+    def _store_record(self, key: Digest, record: DigestedCall) -> None:
+        raise NotImplementedError
+
+    def _evict_value(self, key: Digest) -> None:
+        raise NotImplementedError
+
+    def _operation_context(self, key: str, *, intent: Intent) -> AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _async_operation_context(self, key: str, *, intent: Intent) -> Any:
+        raise NotImplementedError
+
+    # --- optional facts a storage may know (None: it cannot tell) ---------------------------------
+    def _value_size(self, key: Digest) -> int | None:
+        """Bytes the value ``key`` occupies in the store, when the storage can tell."""
+        return None
+
+    def _value_age(self, key: Digest) -> float | None:
+        """Seconds since the value ``key`` was last written, when the storage can tell."""
+        return None
+
+    def _value_context(self, key: Digest) -> AbstractContextManager[Any]:
+        """The WRITE context of a value key (gc re-checks a value's age under it)."""
+        return NULL_CONTEXT
+
+    # --- construction -----------------------------------------------------------------------------
+    @classmethod
+    def from_url(cls, url: str) -> BaseCache:
+        """A cache from a URL (``memory://``, ``file:///dir``, ``sqlite:///c.db``, ...)."""
+        from .config import cache_from_url
+
+        return cache_from_url(url)
+
+    @classmethod
+    def from_config(cls, config: Any) -> BaseCache:
+        """A cache from a configuration table (a dict; a list means a stack), as in fleche.toml."""
+        from .config import cache_from_config
+
+        return cache_from_config(config)
+
+    # --- derived from the contract ----------------------------------------------------------------
+    def _lookup(self, key: Digest) -> Any:
+        """The result stored for ``key``: the hit path. KeyError on a miss."""
+        try:
+            record = self._load_record(key)
+            result = self.load_value(record.result)
+        except KeyError:
+            self.misses += 1
+            raise
+        self.hits += 1
+        return result
+
+    def _store(self, key: Digest, record: DigestedCall, values: Iterable[tuple[Digest, Any]]):
+        """Write values, then the record that refers to them, under the key's WRITE context."""
+        with self._operation_context(key, intent=Intent.WRITE):
+            for value_key, value in values:
+                self._store_value(value_key, value)
+            self._store_record(key, record)
+
+    def query(self, template: QueryCall | None = None) -> QueryIterator:
+        """Stored calls matching ``template`` (everything when None), as a lazy result."""
+        from .query import QueryIterator
+
+        return QueryIterator(self, template or QueryCall())
+
+    def transfer(self, other: BaseCache, pop: bool = False, overwrite: bool = False) -> int:
+        """Copy every call (record and values) into ``other``; with ``pop`` remove them here.
+
+        Returns the number of calls copied. Existing calls in ``other`` are kept unless
+        ``overwrite``.
+        """
+        return self.query().transfer(other, pop=pop, overwrite=overwrite)
+
+    def filter(self, predicate: Any) -> FilteredCache:
+        """A read-only view of the calls matching ``predicate`` (a function of a
+        :class:`~fleche.call.LazyCall`, or a :class:`~fleche.call.QueryCall` template)."""
+        from .composite import FilteredCache
+
+        return FilteredCache(self, predicate)
+
+    def gc(self, grace: float = DEFAULT_GC_GRACE) -> int:
+        """Remove values that no call refers to and have not been written for ``grace`` seconds.
+
+        Safe while other threads and processes write: a writer stores a call's values before its
+        record, so a value it just wrote is young and kept. Where the storage can tell a value's
+        age (a file's mtime, a ``written`` column) that age is used, re-checked under the value's
+        lock; where it cannot, a value counts as unreferenced from the first ``gc`` of this cache
+        object that saw it so, and a later ``gc`` at least ``grace`` seconds on removes it
+        (``grace=0`` removes at once). Returns how many values were removed.
+        """
+        candidates = list(self.value_keys())  # listed first: a value written later is no candidate
+        referenced = self._referenced_values()
+        first_seen: dict[str, float] = self.__dict__.setdefault("_gc_first_seen", {})
+        started = time.time()
+        removed = 0
+        for key in candidates:
+            if key in referenced:
+                first_seen.pop(key, None)
+            elif self._collect_value(key, grace, started, first_seen):
+                removed += 1
+        return removed
+
+    def _referenced_values(self) -> set[str]:
+        referenced: set[str] = set()
+        for _, record in self._query_records(QueryCall()):
+            referenced.update(record.arguments.values())
+            if record.result is not NO_RESULT:
+                referenced.add(record.result)
+        return referenced
+
+    def _collect_value(self, key: Digest, grace: float, now: float, first_seen: dict) -> bool:
+        with self._value_context(key):  # no writer rewrites the value between check and delete
+            age = self._value_age(key)
+            if age is None:
+                age = now - first_seen.setdefault(key, now)
+            if age < grace:
+                return False
+            try:
+                self._evict_value(key)
+            except KeyError:
+                return False
+        first_seen.pop(key, None)
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        """Entries (calls), values, bytes (None when the storage cannot tell), hits and misses.
+
+        Hits and misses are counted by this cache object, in this process.
+        """
+        values = list(self.value_keys())
+        sizes = [self._value_size(key) for key in values]
+        return {
+            "entries": sum(1 for _ in self.list()),
+            "values": len(values),
+            "bytes": None if None in sizes else sum(s or 0 for s in sizes),
+            "hits": self.hits,
+            "misses": self.misses,
+        }
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.contains(key)
+
+    def __iter__(self) -> Iterator[Digest]:
+        return self.list()
+
+
+class Cache(BaseCache):
+    """A value storage and a call storage: ``Cache(values, calls)``."""
+
+    def __init__(self, values: ValueStorage, calls: CallStorage, *, url: str | None = None):
+        self.values = values
+        self.calls = calls
+        self.url = url
+        self._readers()
+
+    def _readers(self) -> None:
+        # the hit path skips key validation (keys come from the digest) and, where a storage's
+        # READ context does nothing, the context too
+        self._read_record = _fast_reader(self.calls)
+        self._read_value = _fast_reader(self.values)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_read_record", None)
+        state.pop("_read_value", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._readers()
+
+    def _lookup(self, key: Digest) -> Any:
+        try:
+            record = self._read_record(key)
+            result = self._read_value(record.result)
+        except KeyError:
+            self.misses += 1
+            raise
+        except IntegrityError as e:
+            self.misses += 1
+            warnings.warn(
+                f"corrupt entry for {key}: {e}; treated as a miss", CorruptEntryWarning, 2
+            )
+            raise KeyError(key) from None
+        self.hits += 1
+        return result
+
+    def __repr__(self) -> str:
+        if self.url:
+            return f"Cache({self.url!r})"
+        return f"Cache({self.values!r}, {self.calls!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Cache):
+            return NotImplemented
+        return type(self) is type(other) and (self.values, self.calls) == (
+            other.values,
+            other.calls,
+        )
+
+    __hash__ = object.__hash__
+
+    def __reduce__(self) -> Any:
+        if self.url and not self.url.startswith("memory:"):
+            from .config import cache_from_url
+
+            return cache_from_url, (self.url,)
+        return object.__reduce__(self)
+
+    def _load_record(self, key: str) -> DigestedCall:
+        return self.calls.load(key)
+
+    def load_value(self, key: str) -> Any:
+        try:
+            return self.values.load(key)
+        except IntegrityError as e:
+            warnings.warn(f"corrupt value {key}: {e}; treated as a miss", CorruptEntryWarning, 2)
+            raise KeyError(key) from None
+
+    def contains(self, key: str) -> bool:
+        return self.calls.contains(key)
+
+    def evict(self, key: str) -> None:
+        self.calls.evict(key)
+
+    def expand(self, prefix: str) -> Digest:
+        return self.calls.expand(prefix)
+
+    def shrink(self, *keys: str) -> Any:
+        return self.calls.shrink(*keys)
+
+    def values_expand(self, prefix: str) -> Digest:
+        return self.values.expand(prefix)
+
+    def list(self) -> Iterator[Digest]:
+        return self.calls.list()
+
+    def value_keys(self) -> Iterator[Digest]:
+        return self.values.list()
+
+    def _query_records(self, template: QueryCall) -> Iterator[tuple[Digest, DigestedCall]]:
+        return self.calls.query(template)
+
+    def _store_value(self, key: Digest, value: Any) -> None:
+        self.values.save(value, key)
+
+    def _store_record(self, key: Digest, record: DigestedCall) -> None:
+        self.calls.save(record, key)
+
+    def _evict_value(self, key: Digest) -> None:
+        self.values.evict(key)
+
+    def _operation_context(self, key: str, *, intent: Intent) -> AbstractContextManager[Any]:
+        return self.calls._operation_context(key, intent=intent)
+
+    def _async_operation_context(self, key: str, *, intent: Intent) -> Any:
+        return self.calls._async_operation_context(key, intent=intent)
+
+    # optional storage hooks: ``stored_size(key)`` (bytes) and ``stored_age(key)`` (seconds since
+    # the value was written; a storage that skips rewriting an existing value must refresh it)
+    def _value_size(self, key: Digest) -> int | None:
+        size = getattr(self.values, "stored_size", None)
+        if size is None:
+            return None
+        try:
+            return int(size(key))
+        except KeyError:
+            return 0
+
+    def _value_age(self, key: Digest) -> float | None:
+        age = getattr(self.values, "stored_age", None)
+        if age is None:
+            return None
+        try:
+            return float(age(key))
+        except KeyError:
+            return None
+
+    def _value_context(self, key: Digest) -> AbstractContextManager[Any]:
+        return self.values._operation_context(key, intent=Intent.WRITE)
+
+    def save(self, call: Call) -> Digest:
+        return save_computed(self, call)
+
+
+def save_computed(cache: BaseCache, call: Call) -> Digest:
+    """Store a computed ``Call`` (arguments, result, record) in ``cache``; returns its key."""
+    if call.result is NO_RESULT:
+        raise ValueError("cannot save a call without a result")
+    record = call.digested()
+    if "fleche" not in record.metadata:
+        record.metadata = {**record.metadata, "fleche": {"created": now()}}
+    key = record.lookup_key()
+    values = list(zip(record.arguments.values(), call.arguments.values(), strict=True))
+    values.append((record.result, call.result))
+    save_call(cache, key, record, values)
+    return key
+
+
+def _fast_reader(storage: Any) -> Any:
+    """``storage._get`` when its READ context is a no-op, else the checked ``storage.load``."""
+    get = getattr(storage, "_get", None)
+    context = storage._operation_context("0" * 32, intent=Intent.READ)
+    if get is not None and context is NULL_CONTEXT and type(storage).load in _PLAIN_LOADS:
+        return get
+    return storage.load
+
+
+def save_call(
+    cache: BaseCache,
+    key: Digest,
+    record: DigestedCall,
+    values: list[tuple[Digest, Any]],
+    *,
+    store_arguments: bool = True,
+) -> bool:
+    """Store a computed call; arguments that cannot be stored are kept by digest only.
+
+    The result is stored before the record, so no record ever points at a missing result. Returns
+    False (with a warning) when the result itself cannot be stored: nothing is recorded then.
+    """
+    *arguments, (result_key, result) = values
+    with cache._operation_context(key, intent=Intent.WRITE):
+        if store_arguments:
+            for value_key, value in arguments:
+                try:
+                    cache._store_value(value_key, value)
+                except (SaveError, TypeError, ValueError, AttributeError) as e:
+                    log.debug("argument %s stored by digest only: %s", value_key, e)
+        try:
+            cache._store_value(result_key, result)
+        except Rejected:
+            raise
+        except Exception as e:  # any serialiser failure: the caller still gets its result
+            from .errors import UnstorableResultWarning
+
+            warnings.warn(
+                f"the result of {record.name} could not be stored ({type(e).__name__}: {e}); "
+                "it was returned without being cached",
+                UnstorableResultWarning,
+                stacklevel=4,
+            )
+            return False
+        cache._store_record(key, record)
+    return True
+
+
+class VoidCache(Cache):
+    """Stores nothing: every call computes."""
+
+    def __init__(self) -> None:
+        from .storage.void import CallVoid, ValueVoid
+
+        super().__init__(ValueVoid(), CallVoid(), url="void://")
+
+    def __repr__(self) -> str:
+        return "VoidCache()"
+
+    def __reduce__(self) -> Any:
+        return VoidCache, ()
+
+
+class _Delegating(BaseCache):
+    """Forwards everything to ``self.inner``; subclasses override what they change."""
+
+    def __init__(self, inner: BaseCache) -> None:
+        self.inner = inner
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.inner == other.inner
+
+    __hash__ = object.__hash__
+
+    def save(self, call: Call) -> Digest:
+        return self.inner.save(call)
+
+    def _load_record(self, key: str) -> DigestedCall:
+        return self.inner._load_record(key)
+
+    def load_value(self, key: str) -> Any:
+        return self.inner.load_value(key)
+
+    def contains(self, key: str) -> bool:
+        return self.inner.contains(key)
+
+    def evict(self, key: str) -> None:
+        self.inner.evict(key)
+
+    def expand(self, prefix: str) -> Digest:
+        return self.inner.expand(prefix)
+
+    def shrink(self, *keys: str) -> Any:
+        return self.inner.shrink(*keys)
+
+    def values_expand(self, prefix: str) -> Digest:
+        return self.inner.values_expand(prefix)
+
+    def list(self) -> Iterator[Digest]:
+        return self.inner.list()
+
+    def value_keys(self) -> Iterator[Digest]:
+        return self.inner.value_keys()
+
+    def _query_records(self, template: QueryCall) -> Iterator[tuple[Digest, DigestedCall]]:
+        return self.inner._query_records(template)
+
+    def _store_value(self, key: Digest, value: Any) -> None:
+        self.inner._store_value(key, value)
+
+    def _store_record(self, key: Digest, record: DigestedCall) -> None:
+        self.inner._store_record(key, record)
+
+    def _evict_value(self, key: Digest) -> None:
+        self.inner._evict_value(key)
+
+    def _value_size(self, key: Digest) -> int | None:
+        return self.inner._value_size(key)
+
+    def _value_age(self, key: Digest) -> float | None:
+        return self.inner._value_age(key)
+
+    def _value_context(self, key: Digest) -> AbstractContextManager[Any]:
+        return self.inner._value_context(key)
+
+    def _operation_context(self, key: str, *, intent: Intent) -> AbstractContextManager[Any]:
+        return self.inner._operation_context(key, intent=intent)
+
+    def _async_operation_context(self, key: str, *, intent: Intent) -> Any:
+        return self.inner._async_operation_context(key, intent=intent)
+
+
+class RefreshingCache(_Delegating):
+    """Always misses on load and forwards saves: what ``.rerun`` uses so nested calls recompute."""
+
+    def _lookup(self, key: Digest) -> Any:
+        raise KeyError(key)
+
+    def contains(self, key: str) -> bool:
+        return False

@@ -1,0 +1,272 @@
+"""Lock mixins that hook only into ``_operation_context`` (SPEC sections 4 and 5).
+
+Rules, so that nesting never deadlocks: locks are exact per key; a lock is reentrant for the thread or
+asyncio task holding it (a WRITE inside a COMPUTE on the same key reuses it); other keys take their own
+locks; waiting has a timeout that raises ``LockTimeoutError``. ``SerializingMixin`` ignores COMPUTE
+(it serialises storage operations, never user code).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from contextlib import AbstractContextManager
+from typing import Any
+
+from ..errors import LockTimeoutError
+from .base import Intent, OperationContext
+
+__all__ = [
+    "DEFAULT_LOCK_TIMEOUT",
+    "LockTable",
+    "PerKeyLockMixin",
+    "SerializingMixin",
+    "current_owner",
+]
+
+DEFAULT_LOCK_TIMEOUT = float(os.environ.get("FLECHE_LOCK_TIMEOUT", "600"))
+"""Seconds to wait for a key's lock before ``LockTimeoutError`` (``FLECHE_LOCK_TIMEOUT``)."""
+
+
+def current_owner() -> object:
+    """The running asyncio task, else the current thread: who a reentrant lock belongs to."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:  # no event loop can be running before asyncio is imported
+        return threading.get_ident()
+    loop = asyncio._get_running_loop()
+    if loop is not None:
+        task = asyncio.current_task(loop)
+        if task is not None:
+            return task
+    return threading.get_ident()
+
+
+def _asyncio() -> Any:
+    import asyncio
+
+    return asyncio
+
+
+class _Entry:
+    __slots__ = ("depth", "lock", "owner", "process_lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.owner: object = None
+        self.depth = 0
+        self.users = 0
+        self.process_lock: AbstractContextManager[Any] | None = None
+
+
+class LockTable:
+    """Reentrant, owner-aware locks, one per key, created on demand and dropped when unused."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+
+    def _enter(self, key: str, owner: object) -> tuple[_Entry, bool]:
+        """Register interest in ``key``; True when ``owner`` already holds it (a reentry)."""
+        with self._mutex:
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._entries[key] = _Entry()
+            if entry.depth and entry.owner == owner:
+                entry.depth += 1
+                return entry, True
+            entry.users += 1
+            return entry, False
+
+    def _forget(self, key: str, entry: _Entry) -> None:
+        with self._mutex:
+            entry.users -= 1
+            if entry.users == 0 and self._entries.get(key) is entry:
+                del self._entries[key]
+
+    def acquire(self, key: str, owner: object, timeout: float) -> _Entry:
+        """Take ``key`` for ``owner`` (reentrant), waiting at most ``timeout`` seconds."""
+        entry, reentered = self._enter(key, owner)
+        if reentered:
+            return entry
+        if not entry.lock.acquire(timeout=timeout):
+            self._forget(key, entry)
+            raise LockTimeoutError(f"gave up waiting {timeout:g}s for the lock on key {key}")
+        entry.owner, entry.depth = owner, 1
+        return entry
+
+    async def acquire_async(self, key: str, owner: object, timeout: float) -> _Entry:
+        """As :meth:`acquire`, polling so that the event loop is never blocked."""
+        entry, reentered = self._enter(key, owner)
+        if reentered:
+            return entry
+        deadline, pause = time.monotonic() + timeout, 0.001
+        while not entry.lock.acquire(blocking=False):
+            if time.monotonic() >= deadline:
+                self._forget(key, entry)
+                raise LockTimeoutError(f"gave up waiting {timeout:g}s for the lock on key {key}")
+            await _asyncio().sleep(pause)
+            pause = min(pause * 2, 0.05)
+        entry.owner, entry.depth = owner, 1
+        return entry
+
+    def release(self, key: str, entry: _Entry) -> None:
+        """Undo one :meth:`acquire`; the last one frees the key."""
+        entry.depth -= 1
+        if entry.depth:
+            return
+        entry.owner = None
+        entry.lock.release()
+        self._forget(key, entry)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class _Chain:
+    """Enter ``first`` then ``second``; leave in reverse order."""
+
+    __slots__ = ("first", "second")
+
+    def __init__(self, first: AbstractContextManager[Any], second: AbstractContextManager[Any]):
+        self.first, self.second = first, second
+
+    def __enter__(self) -> None:
+        self.first.__enter__()
+        try:
+            self.second.__enter__()
+        except BaseException:
+            self.first.__exit__(None, None, None)
+            raise
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self.second.__exit__(*exc)
+        finally:
+            self.first.__exit__(*exc)
+
+
+class SerializingMixin(OperationContext):
+    """One reentrant lock around every storage operation; COMPUTE passes through untouched.
+
+    Needs nothing from its host. Use for stores that must not be touched by two threads at once.
+    """
+
+    def _serial_lock(self) -> threading.RLock:
+        lock = self.__dict__.get("_fleche_serial_lock")
+        if lock is None:
+            lock = self.__dict__.setdefault("_fleche_serial_lock", threading.RLock())
+        return lock
+
+    def _operation_context(self, key: str, *, intent: Intent) -> AbstractContextManager[Any]:
+        inner = super()._operation_context(key, intent=intent)
+        if intent is Intent.COMPUTE:
+            return inner
+        return _Chain(self._serial_lock(), inner)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(getattr(super(), "__getstate__", lambda: self.__dict__)() or {})
+        state.pop("_fleche_serial_lock", None)
+        return state
+
+
+class _KeyLockContext:
+    __slots__ = ("entry", "host", "inner", "key")
+
+    def __init__(self, host: PerKeyLockMixin, key: str, inner: AbstractContextManager[Any]):
+        self.host, self.key, self.inner = host, key, inner
+        self.entry: _Entry | None = None
+
+    def __enter__(self) -> None:
+        host, key = self.host, self.key
+        entry = host._lock_table().acquire(key, current_owner(), host.lock_timeout)
+        self.entry = entry
+        try:
+            if entry.depth == 1:
+                entry.process_lock = host._process_lock(key)
+                if entry.process_lock is not None:
+                    entry.process_lock.__enter__()
+            self.inner.__enter__()
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        entry = self.entry
+        assert entry is not None
+        if entry.depth == 1 and entry.process_lock is not None:
+            process_lock, entry.process_lock = entry.process_lock, None
+            try:
+                process_lock.__exit__(None, None, None)
+            finally:
+                self.host._lock_table().release(self.key, entry)
+        else:
+            self.host._lock_table().release(self.key, entry)
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self.inner.__exit__(*exc)
+        finally:
+            self._release()
+
+
+class _AsyncKeyLockContext(_KeyLockContext):
+    """The async form: waits for the key without blocking the event loop."""
+
+    __slots__ = ()
+
+    async def __aenter__(self) -> None:
+        host, key = self.host, self.key
+        entry = await host._lock_table().acquire_async(key, current_owner(), host.lock_timeout)
+        self.entry = entry
+        try:
+            if entry.depth == 1:
+                entry.process_lock = host._process_lock(key)
+                if entry.process_lock is not None:
+                    entry.process_lock.__enter__()
+            self.inner.__enter__()
+        except BaseException:
+            self._release()
+            raise
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.__exit__(*exc)
+
+
+class PerKeyLockMixin(OperationContext):
+    """One lock per key for WRITE and COMPUTE, so different keys proceed in parallel.
+
+    Reads take no lock: writes are atomic in every backend. Hosts that share a store with other
+    processes return a cross-process lock from ``_process_lock(key)``; it is taken once per
+    outermost hold of the key, after the thread-level lock.
+    """
+
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+
+    def _lock_table(self) -> LockTable:
+        table = self.__dict__.get("_fleche_lock_table")
+        if table is None:
+            table = self.__dict__.setdefault("_fleche_lock_table", LockTable())
+        return table
+
+    def _process_lock(self, key: str) -> AbstractContextManager[Any] | None:
+        return None
+
+    def _operation_context(self, key: str, *, intent: Intent) -> AbstractContextManager[Any]:
+        inner = super()._operation_context(key, intent=intent)
+        if intent is Intent.READ:
+            return inner
+        return _KeyLockContext(self, key, inner)
+
+    def _async_operation_context(self, key: str, *, intent: Intent) -> Any:
+        inner = super()._operation_context(key, intent=intent)
+        if intent is Intent.READ:
+            return super()._async_operation_context(key, intent=intent)
+        return _AsyncKeyLockContext(self, key, inner)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_fleche_lock_table", None)
+        state.pop("_fleche_serial_lock", None)
+        return state

@@ -1,0 +1,227 @@
+"""Serialised values and call records: framing, checksums, HMAC signing, compression (SPEC 6).
+
+A value frame is ``header + pickle + out-of-band buffers``. The header holds a magic, flags, the
+xxh3-64 checksum of the key and every following byte, and (when signing) an HMAC-SHA256 over the
+same. Loading verifies the signature *before* unpickling and the checksum always, so a torn,
+altered or moved entry raises ``IntegrityError`` and is never deserialised. Values are pickled with
+cloudpickle at protocol 5; large buffers (numpy arrays) travel out of band, without copies, and load
+as views of the frame's buffer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import pickle
+import struct
+import zlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import xxhash
+
+from ..errors import ConfigError, IntegrityError, SaveError
+
+__all__ = ["Codec", "dump_record", "load_record", "record_checksum", "secret_keys_from_env"]
+
+VALUE_MAGIC = b"FLV1"
+RECORD_MAGIC = b"FLC1"
+_FLAG_SIGNED, _FLAG_ZLIB, _FLAG_CLOUDPICKLE = 1, 2, 4
+# magic, flags, number of out-of-band buffers, pickle length, checksum
+_HEAD = struct.Struct("<4sBIQQ")
+_LEN = struct.Struct("<Q")
+_SIG_LEN = 32
+
+
+def secret_keys_from_env() -> list[bytes]:
+    """Keys from ``FLECHE_SECRET_KEY``: colon-separated hex; the first signs, all verify."""
+    raw = os.environ.get("FLECHE_SECRET_KEY", "")
+    return parse_secret_keys(raw) if raw else []
+
+
+def parse_secret_keys(raw: str | bytes | Sequence[str | bytes]) -> list[bytes]:
+    """Secret keys from a colon-separated hex string, bytes, or a list of either."""
+    if isinstance(raw, bytes):
+        return [raw]
+    items = raw.split(":") if isinstance(raw, str) else list(raw)
+    keys = []
+    for item in items:
+        if isinstance(item, bytes):
+            keys.append(item)
+            continue
+        try:
+            keys.append(bytes.fromhex(item.strip()))
+        except ValueError:
+            raise ConfigError("a secret key must be hex (FLECHE_SECRET_KEY=hex[:hex...])") from None
+    if any(len(k) < 16 for k in keys):
+        raise ConfigError("a secret key must be at least 16 bytes (32 hex characters)")
+    return keys
+
+
+class Codec:
+    """Turns values into checked (and optionally signed, compressed) frames and back.
+
+    ``secret_key`` (hex string, bytes or a list; default ``FLECHE_SECRET_KEY``) signs every value;
+    ``compress`` is ``None`` or ``"zlib"``; ``level`` the zlib level.
+    """
+
+    def __init__(
+        self,
+        secret_key: str | bytes | Sequence[str | bytes] | None = None,
+        compress: str | None = None,
+        level: int = 3,
+    ) -> None:
+        self.keys = parse_secret_keys(secret_key) if secret_key else secret_keys_from_env()
+        if compress not in (None, "zlib"):
+            raise ConfigError(f"unknown compression {compress!r}; known: zlib")
+        self.compress = compress
+        self.level = level
+
+    @property
+    def signed(self) -> bool:
+        """True when values are signed and signatures are required on load."""
+        return bool(self.keys)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Codec) and (self.keys, self.compress) == (
+            other.keys,
+            other.compress,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # --- writing ------------------------------------------------------------------------------
+    def dumps(self, key: str, value: Any) -> list[bytes | memoryview]:
+        """The frame of ``value`` stored under ``key``, as parts to write in order (no joins)."""
+        flags = 0
+        buffers: list[pickle.PickleBuffer] = []
+        try:
+            data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        except Exception:
+            import cloudpickle  # by value: lambdas, local classes, functions of __main__
+
+            buffers.clear()
+            flags |= _FLAG_CLOUDPICKLE
+            try:
+                data = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+            except Exception as e:
+                raise SaveError(f"cannot serialise {type(value).__qualname__}: {e}") from e
+        views = [b.raw() for b in buffers]
+        if self.compress == "zlib":
+            flags |= _FLAG_ZLIB
+            data = zlib.compress(data, self.level)
+            views = [memoryview(zlib.compress(v, self.level)) for v in views]
+        body: list[bytes | memoryview] = [b"".join(_LEN.pack(v.nbytes) for v in views), data]
+        body.extend(views)
+        if self.keys:
+            flags |= _FLAG_SIGNED
+        head = _HEAD.pack(VALUE_MAGIC, flags, len(views), len(data), 0)
+        checksum = _checksum(key, head[:-8], body)
+        head = head[:-8] + _LEN.pack(checksum)
+        parts: list[bytes | memoryview] = [head]
+        if self.keys:
+            parts.append(_sign(self.keys[0], key, head, body))
+        parts.extend(body)
+        return parts
+
+    def dumps_bytes(self, key: str, value: Any) -> bytes:
+        """The frame as one bytes object (for SQL and Redis, which take one blob)."""
+        return b"".join(self.dumps(key, value))
+
+    # --- reading ------------------------------------------------------------------------------
+    def loads(self, key: str, frame: bytes | bytearray | memoryview) -> Any:
+        """The value in ``frame``; ``IntegrityError`` if it is torn, altered or wrongly signed."""
+        view = memoryview(frame).cast("B") if not isinstance(frame, bytes) else memoryview(frame)
+        if view.nbytes < _HEAD.size or view[:4] != VALUE_MAGIC:
+            raise IntegrityError(f"entry {key}: not a fleche value frame (truncated or foreign)")
+        _, flags, n_buffers, pickle_len, checksum = _HEAD.unpack(view[: _HEAD.size])
+        offset = _HEAD.size
+        if flags & _FLAG_SIGNED or self.keys:
+            if not flags & _FLAG_SIGNED:
+                raise IntegrityError(f"entry {key}: not signed, but a secret key is set")
+            if not self.keys:
+                raise IntegrityError(f"entry {key}: signed, but no secret key is set to verify it")
+            signature = bytes(view[offset : offset + _SIG_LEN])
+            offset += _SIG_LEN
+            body = view[offset:]
+            head = view[: _HEAD.size]
+            if not any(
+                hmac.compare_digest(signature, _sign(k, key, head, [body])) for k in self.keys
+            ):
+                raise IntegrityError(f"entry {key}: bad signature; it was not unpickled")
+        lengths_end = offset + _LEN.size * n_buffers
+        if lengths_end + pickle_len > view.nbytes:
+            raise IntegrityError(f"entry {key}: truncated")
+        body = view[offset:]
+        if _checksum(key, view[: _HEAD.size - 8], [body]) != checksum:
+            raise IntegrityError(f"entry {key}: checksum mismatch (corrupt or truncated)")
+        lengths = [_LEN.unpack_from(view, offset + i * _LEN.size)[0] for i in range(n_buffers)]
+        data = view[lengths_end : lengths_end + pickle_len]
+        buffers = []
+        position = lengths_end + pickle_len
+        for length in lengths:
+            buffers.append(view[position : position + length])
+            position += length
+        if position != view.nbytes:
+            raise IntegrityError(f"entry {key}: length mismatch")
+        if flags & _FLAG_ZLIB:
+            data = memoryview(zlib.decompress(data))
+            buffers = [memoryview(bytearray(zlib.decompress(b))) for b in buffers]
+        try:
+            return pickle.loads(data, buffers=buffers)
+        except Exception as e:  # checksum passed: the writer's environment differs from ours
+            raise IntegrityError(f"entry {key}: cannot be unpickled here ({e})") from e
+
+
+def _checksum(key: str, head: bytes | memoryview, body: Iterable[bytes | memoryview]) -> int:
+    hasher = xxhash.xxh3_64(key.encode())
+    hasher.update(head)
+    for part in body:
+        hasher.update(part)
+    return hasher.intdigest()
+
+
+def _sign(secret: bytes, key: str, head: bytes | memoryview, body: Iterable[bytes | memoryview]
+          ) -> bytes:  # fmt: skip
+    mac = hmac.new(secret, key.encode(), hashlib.sha256)
+    mac.update(head)
+    for part in body:
+        mac.update(part)
+    return mac.digest()
+
+
+# --- call records -----------------------------------------------------------------------------
+def record_checksum(key: str, payload: bytes) -> int:
+    """The checksum a call record carries: xxh3-64 of its key and its JSON bytes."""
+    return xxhash.xxh3_64_intdigest(key.encode() + b"\0" + payload)
+
+
+def dump_record(key: str, record: dict[str, Any]) -> bytes:
+    """A call record as checked JSON bytes (call records are never pickled)."""
+    payload = json.dumps(record, sort_keys=True, separators=(",", ":"), default=_json_default)
+    data = payload.encode()
+    return RECORD_MAGIC + _LEN.pack(record_checksum(key, data)) + data
+
+
+def load_record(key: str, data: bytes | memoryview) -> dict[str, Any]:
+    """Inverse of :func:`dump_record`; ``IntegrityError`` when the bytes fail their checksum."""
+    data = bytes(data)
+    if len(data) < 12 or data[:4] != RECORD_MAGIC:
+        raise IntegrityError(f"call record {key}: not a fleche record (truncated or foreign)")
+    (checksum,) = _LEN.unpack_from(data, 4)
+    payload = data[12:]
+    if record_checksum(key, payload) != checksum:
+        raise IntegrityError(f"call record {key}: checksum mismatch (corrupt or truncated)")
+    try:
+        return json.loads(payload)
+    except ValueError as e:
+        raise IntegrityError(f"call record {key}: invalid JSON ({e})") from e
+
+
+def _json_default(value: Any) -> Any:
+    """Metadata must be JSON; anything else is stored as its repr (documented)."""
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return repr(value)
