@@ -1,0 +1,375 @@
+"""File helpers of the filesystem and embedded storages: atomic writes through one seam, whole-file
+reads, fanned-out paths, per-key lock files, and network-filesystem detection (SPEC sections 5, 6).
+
+Every byte these storages put on disk goes through :func:`write_atomic`, whose steps are the methods
+of one :class:`FileOps` object; tests swap in one that fails at step N, so each failure point is
+exercised. Files and directories are created with the process umask (a group can share a cache);
+an explicit ``mode`` overrides it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ..digest import Digest
+from ..errors import ConfigError, LockTimeoutError, SaveError
+
+try:
+    import fcntl
+except ImportError:  # Windows: filelock's lock, which keeps its files, is used instead
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "OPS",
+    "FileOps",
+    "KeyLock",
+    "dir_mode",
+    "filesystem_type",
+    "is_network_filesystem",
+    "key_lock",
+    "key_path",
+    "list_keys",
+    "make_dirs",
+    "parse_mode",
+    "read_file",
+    "write_atomic",
+]
+
+log = logging.getLogger(__name__)
+
+_HEX = frozenset("0123456789abcdef")
+_SMALL_READ = 1 << 16  # files up to this size are read with one os.read (bytes)
+_counter = itertools.count()  # temp-file names: pid + counter, unique without a random draw
+
+
+def parse_mode(raw: str | int | None) -> int | None:
+    """A permission mode from a URL option (``0o660``, ``660``) or an int; None keeps the umask."""
+    if raw is None or isinstance(raw, int):
+        return raw
+    text = raw.strip().lower().removeprefix("0o")
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777 or (mode & 0o600) != 0o600:
+        raise ConfigError(f"mode={raw!r}: expected octal permissions that let the owner read/write")
+    return mode
+
+
+def dir_mode(mode: int) -> int:
+    """The directory mode that goes with a file mode: search (x) wherever read is granted."""
+    return mode | ((mode & 0o444) >> 2)
+
+
+def make_dirs(path: str, mode: int | None) -> None:
+    """``os.makedirs`` that honours the umask, or sets ``dir_mode(mode)`` on what it creates."""
+    if mode is None:
+        os.makedirs(path, exist_ok=True)
+        return
+    parent = os.path.dirname(path)
+    if parent and parent != path and not os.path.isdir(parent):
+        make_dirs(parent, mode)
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        return
+    os.chmod(path, dir_mode(mode))  # mkdir's mode is masked by the umask; chmod is not
+
+
+def key_path(root: str, key: str) -> str:
+    """``root/ab/abcdef...``: one directory per two leading hex characters keeps listings short."""
+    return f"{root}/{key[:2]}/{key}"
+
+
+# --- writing ------------------------------------------------------------------------------------
+class FileOps:
+    """The steps of an atomic write: the one seam through which these storages write files.
+
+    Tests subclass it to raise ``ENOSPC``/``EIO`` at any step; a failed write removes its temp file,
+    so the old entry (or none) stays in place.
+    """
+
+    def open_temp(self, path: str, mode: int | None) -> tuple[int, str]:
+        """A new temp file beside ``path`` (same directory, so the rename is atomic)."""
+        directory, name = os.path.split(path)
+        temp = f"{directory}/.{name}.{os.getpid()}.{next(_counter)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(temp, flags, 0o666)  # 0o666 & ~umask, unlike mkstemp's 0600
+        if mode is not None:
+            try:
+                os.fchmod(fd, mode)
+            except BaseException:
+                os.close(fd)
+                os.unlink(temp)
+                raise
+        return fd, temp
+
+    def write(self, fd: int, data: bytes | memoryview) -> None:
+        """Write all of ``data`` (``os.write`` may write less than asked)."""
+        view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    def fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def replace(self, source: str, target: str) -> None:
+        os.replace(source, target)
+
+    def fsync_dir(self, directory: str) -> None:
+        """Make a rename or an unlink in ``directory`` durable (POSIX; a no-op where unsupported)."""
+        try:
+            fd = os.open(directory, os.O_RDONLY)
+        except OSError:  # Windows cannot open directories
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+OPS = FileOps()
+
+
+def write_atomic(
+    path: str,
+    parts: Iterable[bytes | memoryview],
+    *,
+    durable: bool = False,
+    mode: int | None = None,
+    ops: FileOps = OPS,
+) -> None:
+    """Write ``parts`` in order to a temp file, then rename it over ``path``.
+
+    A reader sees the old file or the whole new one, never a part. With ``durable`` the file and
+    its directory are fsynced. Raises ``SaveError`` (an ``OSError`` keeping the errno) on failure,
+    leaving no temp file; a failure of the final directory fsync leaves the complete new file.
+    """
+    try:
+        try:
+            fd, temp = ops.open_temp(path, mode)
+        except FileNotFoundError:  # first entry under this fan-out directory
+            make_dirs(os.path.dirname(path), mode)
+            fd, temp = ops.open_temp(path, mode)
+        try:
+            try:
+                for part in parts:
+                    ops.write(fd, part)
+                if durable:
+                    ops.fsync(fd)
+            finally:
+                ops.close(fd)
+            ops.replace(temp, path)
+        except BaseException:
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
+            raise
+        if durable:
+            ops.fsync_dir(os.path.dirname(path))
+    except OSError as e:
+        raise SaveError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
+
+
+def remove(path: str, *, durable: bool = False, ops: FileOps = OPS) -> None:
+    """Delete ``path`` (``FileNotFoundError`` when absent); with ``durable`` fsync its directory."""
+    os.unlink(path)
+    if durable:
+        ops.fsync_dir(os.path.dirname(path))
+
+
+# --- reading ------------------------------------------------------------------------------------
+def read_file(path: str) -> bytes | bytearray:
+    """The whole file; large files are read with ``readinto`` into one preallocated buffer, so
+    values deserialised from it (numpy arrays) are views of that buffer, not copies."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        size = os.fstat(fd).st_size
+        if size <= _SMALL_READ:
+            return os.read(fd, size)
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        got = 0
+        with open(fd, "rb", buffering=0, closefd=False) as f:
+            while got < size and (n := f.readinto(view[got:])):
+                got += n
+        return buffer if got == size else buffer[:got]
+    finally:
+        os.close(fd)
+
+
+def list_keys(root: str, prefix: str = "") -> Iterator[Digest]:
+    """Keys stored as ``root/ab/<key>`` files, sorted; only the fan-out directories that can hold
+    keys starting with ``prefix`` are read. Temp files and strays are skipped."""
+    if len(prefix) >= 2:
+        directories = [prefix[:2]]
+    else:
+        try:
+            names = os.listdir(root)
+        except FileNotFoundError:
+            return
+        directories = sorted(n for n in names if len(n) == 2 and n.startswith(prefix))
+    for directory in directories:
+        try:
+            names = os.listdir(f"{root}/{directory}")
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in sorted(names):
+            if len(name) == 32 and name.startswith(prefix) and _HEX.issuperset(name):
+                yield Digest(name)
+
+
+# --- cross-process locks ------------------------------------------------------------------------
+_held: dict[int, str] = {}  # fd -> path of the lock files this process holds (closed after fork)
+
+
+class KeyLock:
+    """An exclusive lock on one key shared by every process: ``flock`` on a lock file.
+
+    The file exists only while the lock is held: the holder unlinks it before unlocking, and a
+    waiter that wins the ``flock`` on a file already unlinked (``st_nlink == 0``) starts over, so
+    a directory of locks never grows with the number of keys. A holder that dies releases its lock
+    with its file descriptor (the stale file is reused by the next holder).
+    """
+
+    __slots__ = ("fd", "mode", "path", "pid", "timeout")
+
+    def __init__(self, path: str, timeout: float, mode: int | None = None) -> None:
+        self.path, self.timeout, self.mode = path, timeout, mode
+        self.fd: int | None = None
+        self.pid = 0
+
+    def _open(self) -> int:
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(self.path, flags, 0o666)
+        except FileNotFoundError:
+            make_dirs(os.path.dirname(self.path), self.mode)
+            fd = os.open(self.path, flags, 0o666)
+        if self.mode is not None:
+            try:
+                os.fchmod(fd, self.mode)
+            except PermissionError:  # another user's lock file: it can still be locked
+                pass
+        return fd
+
+    def __enter__(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        pause = 0.0005
+        while True:
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            else:
+                if os.fstat(fd).st_nlink:
+                    self.fd, self.pid = fd, os.getpid()
+                    _held[fd] = self.path
+                    return
+                os.close(fd)  # won a lock file its holder had just removed: take the new one
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LockTimeoutError(
+                    f"gave up waiting {self.timeout:g}s for the lock file {self.path}"
+                )
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.05)
+
+    def __exit__(self, *exc: object) -> None:
+        fd, self.fd = self.fd, None
+        if fd is None:
+            return
+        _held.pop(fd, None)
+        try:
+            if self.pid == os.getpid():  # a forked child must never release its parent's lock
+                try:
+                    os.unlink(self.path)  # still held: no waiter can lock a name we remove
+                except FileNotFoundError:
+                    pass
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+def key_lock(path: str, timeout: float, mode: int | None = None) -> Any:
+    """A :class:`KeyLock` on ``path``; on Windows (no ``flock``) a ``filelock.FileLock``."""
+    if fcntl is not None:
+        return KeyLock(path, timeout, mode)
+    import filelock
+
+    make_dirs(os.path.dirname(path), mode)
+    return filelock.FileLock(path, timeout=timeout)
+
+
+def _close_inherited_locks() -> None:
+    """In a forked child: close the parent's lock files (unlocking them would free the parent's)."""
+    for fd in list(_held):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _held.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
+# --- network filesystems ------------------------------------------------------------------------
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "afs", "ncpfs", "9p", "fuse.sshfs"}
+    | {"ceph", "glusterfs", "fuse.glusterfs", "lustre", "gpfs", "beegfs", "fuse.rclone"}
+)
+
+
+def _unescape(field: str) -> str:
+    """/proc/mounts writes spaces, tabs, newlines and backslashes as octal escapes (``\\040``)."""
+    if "\\" not in field:
+        return field
+    return field.encode().decode("unicode_escape").encode("latin-1").decode(errors="replace")
+
+
+def filesystem_type(path: str, mounts: str | None = None) -> str | None:
+    """The type of the filesystem holding ``path`` from ``/proc/mounts`` (Linux), else None.
+
+    ``mounts`` is that file's text (tests pass their own); the longest mount point containing
+    ``path`` wins.
+    """
+    if mounts is None:
+        try:
+            with open("/proc/mounts", encoding="utf-8", errors="replace") as f:
+                mounts = f.read()
+        except OSError:
+            return None
+    target = os.path.realpath(path)
+    best, found = -1, None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = _unescape(fields[1]).rstrip("/") or "/"
+        inside = target == point or target.startswith(point + "/") or point == "/"
+        if inside and len(point) > best:
+            best, found = len(point), fields[2]
+    return found
+
+
+def is_network_filesystem(fstype: str | None) -> bool:
+    """True for NFS, SMB/CIFS and the other network filesystems whose locking SQLite distrusts."""
+    return fstype is not None and (
+        fstype in NETWORK_FILESYSTEMS or fstype.split(".")[0] in NETWORK_FILESYSTEMS
+    )

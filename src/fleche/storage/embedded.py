@@ -1,0 +1,678 @@
+"""The embedded default (``embedded:///abs/dir``, or a plain directory path): one SQLite database
+for call records and small values, files for large values (SPEC section 6).
+
+``DIR/fleche.db`` (WAL; ``synchronous=NORMAL``, ``FULL`` when durable) holds, in ``WITHOUT ROWID``
+tables keyed by the 16 bytes of a digest:
+
+- ``vals(key, data, size, written)``: value frames (``serialize.Codec``: checksum, optional HMAC
+  signature and zlib) up to ``threshold`` bytes (default 32 KiB) inline; larger ones live in
+  ``DIR/values/ab/<key>`` files (``data`` NULL), written atomically before their row.
+- ``calls(key, name, module, version, created, ...)``: the record in columns with a checksum (see
+  ``_call_row``), indexed by ``name, module``;
+  ``args(param, value, call)``: one row per argument, so a query by argument is a key lookup.
+- ``meta``: the layout version and the digest scheme (another scheme raises ``ConfigError``).
+
+The stdlib driver keeps a hit at one indexed SELECT per table. Each thread has its own connection
+(reopened after ``fork``). A key's WRITE context is one IMMEDIATE transaction, entered last and
+holding nothing else, so a call record and its values commit together, gc's check-then-delete
+is atomic, and files are deleted only after the commit that unlinked them. Call keys also take a
+lock file (``DIR/locks/calls/<key>``) so that processes compute a missing call once.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import xxhash
+
+from ..caches import Cache
+from ..call import NO_RESULT, DigestedCall, QueryCall
+from ..digest import SCHEME_VERSION, Digest
+from ..errors import ConfigError, FlecheWarning, IntegrityError, SaveError
+from . import _files
+from ._files import OPS, FileOps, key_path, make_dirs, read_file, write_atomic
+from .base import NULL_CONTEXT, CallMixin, Intent, StorageBackend
+from .filesystem import DirectoryOptions, FileKeyLockMixin, SaveOnceMixin, _rebuild
+from .serialize import Codec
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "CallEmbedded",
+    "Database",
+    "EmbeddedBackend",
+    "EmbeddedCallBackend",
+    "NetworkFilesystemWarning",
+    "ValueEmbedded",
+    "cache_from_url",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLD = 32 * 1024
+LAYOUT_VERSION = "1"
+BUSY_TIMEOUT = 60.0
+WAL_PAGES = 1000  # pages the WAL may hold before a checkpoint copies them into the database
+_PAGE = 500
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS vals (key BLOB PRIMARY KEY, data BLOB, size INTEGER,"
+    " written REAL NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS calls (key BLOB PRIMARY KEY, name TEXT NOT NULL, module TEXT,"
+    " version TEXT, created REAL, result BLOB, args BLOB NOT NULL, extra TEXT NOT NULL,"
+    " checksum INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS calls_by_function ON calls (name, module)",
+    "CREATE TABLE IF NOT EXISTS args (param TEXT NOT NULL, value BLOB NOT NULL, call BLOB NOT NULL,"
+    " PRIMARY KEY (param, value, call)) WITHOUT ROWID",
+)
+
+
+class NetworkFilesystemWarning(FlecheWarning):
+    """An embedded cache lies on a network filesystem (NFS, SMB), where SQLite's locking is unreliable."""
+
+
+def _raise_save_error(e: sqlite3.Error, what: str) -> None:
+    raise SaveError(f"{what}: {e}") from e
+
+
+# --- the database -------------------------------------------------------------------------------
+class _Transaction:
+    """An IMMEDIATE transaction on the thread's connection; nested ones join the outermost."""
+
+    __slots__ = ("db", "outer")
+
+    def __init__(self, db: Database) -> None:
+        self.db, self.outer = db, False
+
+    def __enter__(self) -> None:
+        self.outer = self.db.begin()
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if self.outer:
+            self.db.end(commit=exc_type is None)
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that can be weakly referenced (to find the live ones at ``fork``)."""
+
+
+class Database:
+    """``DIR/fleche.db``, shared by every storage on ``DIR`` in this process (see :func:`database`):
+    one connection per thread, the schema, and the transactions of WRITE contexts."""
+
+    def __init__(self, root: str, mode: int | None) -> None:
+        self.root, self.path = root, f"{root}/fleche.db"
+        self.durable = False
+        self._reset()
+        make_dirs(root, mode)
+        try:  # created here so that it follows the umask (or mode), which SQLite would not
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            pass
+        else:
+            if mode is not None:
+                os.fchmod(fd, mode)
+            os.close(fd)
+        self._check_filesystem()
+        self._create_schema()
+        self.inode = os.stat(self.path).st_ino
+
+    def _reset(self) -> None:
+        self._local = threading.local()
+        self._writer = threading.Lock()  # threads of this process queue here, not in busy-waits
+        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection (autocommit; transactions are explicit)."""
+        try:
+            return self._local.conn
+        except AttributeError:
+            pass
+        conn = sqlite3.connect(
+            self.path,
+            timeout=BUSY_TIMEOUT,
+            isolation_level=None,
+            check_same_thread=False,
+            factory=_Connection,
+        )
+        conn.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+        self._local.conn, self._local.durable, self._local.after = conn, self.durable, []
+        self._connections.add(conn)
+        return conn
+
+    def _check_filesystem(self) -> None:
+        fstype = _files.filesystem_type(self.root)
+        if _files.is_network_filesystem(fstype):
+            warnings.warn(
+                f"the fleche cache in {self.root} is on a {fstype} network filesystem, where "
+                "SQLite's locking is unreliable; use a local directory, or PostgreSQL or Redis "
+                "for a cache shared between machines",
+                NetworkFilesystemWarning,
+                stacklevel=5,
+            )
+
+    def _create_schema(self) -> None:
+        conn = self.connection()
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            with _Transaction(self):
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.executemany(
+                    "INSERT OR IGNORE INTO meta VALUES (?, ?)",
+                    [("layout", LAYOUT_VERSION), ("digest_scheme", str(SCHEME_VERSION))],
+                )
+            meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as e:
+            raise ConfigError(f"{self.path} is not a usable fleche database ({e})") from e
+        if meta.get("layout") != LAYOUT_VERSION:
+            raise ConfigError(
+                f"{self.path} has layout version {meta.get('layout')}; this fleche reads "
+                f"version {LAYOUT_VERSION}"
+            )
+        if meta.get("digest_scheme") != str(SCHEME_VERSION):
+            raise ConfigError(
+                f"the cache in {self.root} was written with digest scheme "
+                f"{meta.get('digest_scheme')}, but this fleche uses digest scheme "
+                f"{SCHEME_VERSION}; use another directory"
+            )
+
+    # --- transactions -------------------------------------------------------------------------
+    def transaction(self) -> _Transaction:
+        return _Transaction(self)
+
+    def begin(self) -> bool:
+        """Start an IMMEDIATE transaction unless one is open; True when this call started it."""
+        conn = self.connection()
+        if conn.in_transaction:
+            return False
+        if self.durable and not self._local.durable:
+            conn.execute("PRAGMA synchronous=FULL")
+            self._local.durable = True
+        self._writer.acquire()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            self._writer.release()
+            _raise_save_error(e, f"cannot write to {self.path}")
+        return True
+
+    def end(self, *, commit: bool) -> None:
+        """Commit (or roll back) the outermost transaction, then run the after-commit actions."""
+        conn, after = self.connection(), self._local.after
+        try:
+            if commit:
+                try:
+                    conn.execute("COMMIT")
+                except sqlite3.Error as e:
+                    conn.execute("ROLLBACK")
+                    after.clear()
+                    _raise_save_error(e, f"cannot commit to {self.path}")
+            else:
+                conn.execute("ROLLBACK")
+                after.clear()
+        finally:
+            self._writer.release()
+        while after:
+            after.pop(0)()
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once the open transaction commits (now, when none is open)."""
+        if self.connection().in_transaction:
+            self._local.after.append(action)
+        else:
+            action()
+
+    def after_fork(self) -> None:
+        """In a forked child: new connections; the parent's are kept open, never closed here
+        (closing a connection inherited across fork can damage the database)."""
+        _inherited.extend(self._connections)
+        self._reset()
+
+
+_databases: weakref.WeakValueDictionary[str, Database] = weakref.WeakValueDictionary()
+_databases_lock = threading.Lock()
+_inherited: list[sqlite3.Connection] = []
+
+
+def database(root: str, mode: int | None, durable: bool) -> Database:
+    """The process's one :class:`Database` for ``root``: storages on one directory share it, so a
+    call record and its values commit in one transaction on one connection per thread.
+
+    It lives as long as a storage uses it; a database file deleted meanwhile is opened anew.
+    """
+    with _databases_lock:
+        db = _databases.get(root)
+        if db is None or not _same_file(db):
+            db = _databases[root] = Database(root, mode)
+        db.durable = db.durable or durable
+    return db
+
+
+def _same_file(db: Database) -> bool:
+    try:
+        return os.stat(db.path).st_ino == db.inode
+    except FileNotFoundError:
+        return False
+
+
+def _after_fork_in_child() -> None:
+    global _databases_lock
+    _databases_lock = threading.Lock()
+    for db in _databases.values():
+        db.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _prefix_range(prefix: str) -> tuple[bytes, bytes | None]:
+    """The BLOB key range ``[low, high)`` of the keys whose hex starts with ``prefix``.
+
+    An odd-length prefix ends in half a byte: ``abc`` covers ``ab c0 ..`` up to (not including)
+    ``ab d0 ..``. A prefix of only ``f`` has no upper bound.
+    """
+    even = len(prefix) + len(prefix) % 2
+    low = bytes.fromhex(prefix.ljust(even, "0"))
+    if set(prefix) == {"f"}:
+        return low, None
+    above = format(int(prefix, 16) + 1, "x").rjust(len(prefix), "0")
+    return low, bytes.fromhex(above.ljust(even, "0"))
+
+
+# --- the backends -------------------------------------------------------------------------------
+class EmbeddedBackend(StorageBackend):
+    """Values in ``DIR/fleche.db``, large ones in files (see the module docstring)."""
+
+    _table = "vals"
+    _area = "values"
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        threshold: int | None = None,
+        durable: bool = False,
+        compress: str | None = None,
+        secret_key: str | None = None,
+        mode: int | str | None = None,
+        lock_timeout: float | None = None,
+    ) -> None:
+        threshold = DEFAULT_THRESHOLD if threshold is None else int(threshold)
+        self.options = DirectoryOptions(
+            str(Path(root).expanduser().resolve()),
+            durable=durable,
+            compress=compress,
+            secret_key=secret_key,
+            mode=_files.parse_mode(mode),
+            lock_timeout=lock_timeout,
+            threshold=None if threshold == DEFAULT_THRESHOLD else threshold,
+        )
+        self.root, self.durable, self.mode = self.options.root, durable, self.options.mode
+        self.threshold = threshold
+        if lock_timeout is not None:
+            self.lock_timeout = lock_timeout
+        self.codec = Codec(secret_key, compress)
+        self.ops: FileOps = OPS  # the write seam of value files (tests inject failures here)
+        self._files = f"{self.root}/values"
+        self._lock_dir = f"{self.root}/locks/{self._area}"
+        self._db = database(self.root, self.mode, durable)
+        table = self._table
+        self._select_one = f"SELECT 1 FROM {table} WHERE key = ?"
+        self._select_page = f"SELECT key FROM {table} WHERE key > ? ORDER BY key LIMIT {_PAGE}"
+
+    def _operation_context(self, key: str, *, intent: Intent) -> Any:
+        # the base of the chain: locks (mixins on the left) are taken before the transaction
+        return self._db.transaction() if intent is Intent.WRITE else NULL_CONTEXT
+
+    def _execute(self, sql: str, parameters: Any = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.connection().execute(sql, parameters)
+        except sqlite3.Error as e:
+            _raise_save_error(e, f"cannot use {self._db.path}")
+            raise  # unreachable; for the type checker
+
+    def _execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        try:
+            self._db.connection().executemany(sql, rows)
+        except sqlite3.Error as e:
+            _raise_save_error(e, f"cannot use {self._db.path}")
+
+    # --- primitives -----------------------------------------------------------------------
+    def _put(self, key: Digest, value: Any) -> None:
+        parts = self.codec.dumps(key, value)
+        size = sum(memoryview(part).nbytes for part in parts)
+        blob = bytes.fromhex(key)
+        if size > self.threshold:
+            path = key_path(self._files, key)
+            write_atomic(path, parts, durable=self.durable, mode=self.mode, ops=self.ops)
+            self._execute(
+                "INSERT OR REPLACE INTO vals VALUES (?, NULL, ?, ?)", (blob, size, time.time())
+            )
+            return
+        old = self._execute("SELECT size FROM vals WHERE key = ?", (blob,)).fetchone()
+        data = b"".join(parts)
+        self._execute(
+            "INSERT OR REPLACE INTO vals VALUES (?, ?, NULL, ?)", (blob, data, time.time())
+        )
+        if old is not None and old[0] is not None:  # was a file: remove it once this commits
+            self._remove_file_after_commit(key)
+
+    def _get(self, key: Digest) -> Any:
+        blob = bytes.fromhex(key)
+        row = (
+            self._db.connection().execute("SELECT data FROM vals WHERE key = ?", (blob,)).fetchone()
+        )
+        if row is None:
+            raise KeyError(key)
+        data = row[0]
+        if data is None:
+            data = self._read_file(key, blob)
+        try:
+            return self.codec.loads(key, data)
+        except IntegrityError as e:
+            raise self._corrupt(key, e) from e
+
+    def _read_file(self, key: Digest, blob: bytes) -> Any:
+        try:
+            return read_file(key_path(self._files, key))
+        except FileNotFoundError:
+            pass
+        # evicted or rewritten inline since the SELECT (a plain miss or a retry), or lost
+        row = self._execute("SELECT data FROM vals WHERE key = ?", (blob,)).fetchone()
+        if row is None:
+            raise KeyError(key) from None
+        if row[0] is not None:
+            return row[0]
+        raise self._corrupt(key, IntegrityError(f"entry {key}: its value file is missing"))
+
+    def _touch(self, key: Digest) -> bool:
+        sql = "UPDATE vals SET written = ? WHERE key = ?"
+        return self._execute(sql, (time.time(), bytes.fromhex(key))).rowcount > 0
+
+    def _contains(self, key: Digest) -> bool:
+        return self._execute(self._select_one, (bytes.fromhex(key),)).fetchone() is not None
+
+    def _evict(self, key: Digest) -> None:
+        blob = bytes.fromhex(key)
+        row = self._execute("SELECT size FROM vals WHERE key = ?", (blob,)).fetchone()
+        if row is None:
+            raise KeyError(key)
+        self._execute("DELETE FROM vals WHERE key = ?", (blob,))
+        if row[0] is not None:
+            self._remove_file_after_commit(key)
+
+    def _remove_file_after_commit(self, key: str) -> None:
+        path = key_path(self._files, key)
+
+        def remove() -> None:
+            try:
+                _files.remove(path, durable=self.durable, ops=self.ops)
+            except FileNotFoundError:
+                pass
+
+        self._db.after_commit(remove)
+
+    def list(self) -> Iterator[Digest]:
+        """Every stored key in order, read in pages (no statement stays open between pages)."""
+        last = b""
+        while True:
+            page = self._execute(self._select_page, (last,)).fetchall()
+            for (blob,) in page:
+                yield Digest(blob.hex())
+            if len(page) < _PAGE:
+                return
+            last = page[-1][0]
+
+    def __len__(self) -> int:
+        return int(self._execute(f"SELECT count(*) FROM {self._table}").fetchone()[0])
+
+    def _candidates(self, prefix: str, limit: int) -> builtins.list[Digest]:
+        """The ``limit`` smallest keys starting with ``prefix``: one key-range scan."""
+        low, high = _prefix_range(prefix)
+        sql = f"SELECT key FROM {self._table} WHERE key >= ?"
+        parameters: list[Any] = [low]
+        if high is not None:
+            sql += " AND key < ?"
+            parameters.append(high)
+        rows = self._execute(f"{sql} ORDER BY key LIMIT ?", (*parameters, limit)).fetchall()
+        return [Digest(blob.hex()) for (blob,) in rows]
+
+    def stored_size(self, key: str) -> int:
+        """Bytes of the value's frame; ``KeyError`` when absent."""
+        sql = "SELECT coalesce(size, length(data)) FROM vals WHERE key = ?"
+        row = self._execute(sql, (bytes.fromhex(key),)).fetchone()
+        if row is None:
+            raise KeyError(key)
+        return int(row[0])
+
+    def stored_age(self, key: str) -> float:
+        """Seconds since the value was last written; ``KeyError`` when absent."""
+        row = self._execute(
+            "SELECT written FROM vals WHERE key = ?", (bytes.fromhex(key),)
+        ).fetchone()
+        if row is None:
+            raise KeyError(key)
+        return time.time() - float(row[0])
+
+    # --- identity -------------------------------------------------------------------------
+    def to_url(self) -> str:
+        """The normalised ``embedded://`` URL (``cache(url)`` opens the same storage)."""
+        return self.options.url("embedded")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.options == other.options and self.codec == other.codec
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.options))
+
+    def __reduce__(self) -> Any:
+        return _rebuild, (type(self), self.options)  # no connection or lock travels
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.root!r})"
+
+
+def _version_text(version: Any) -> str | None:
+    return None if version is None else json.dumps(version, sort_keys=True, default=repr)
+
+
+def _jsonable(value: Any) -> Any:
+    """Metadata must be JSON; anything else is stored as its repr (as ``serialize.dump_record``)."""
+    return list(value) if isinstance(value, set | frozenset | tuple) else repr(value)
+
+
+# A call record is stored as columns: the digests as bytes (``result``, and ``args``: 16 bytes per
+# argument, in signature order), ``created`` (moved out of ``metadata.fleche``), and the rest as a
+# small JSON list ``extra``: [parameter names, metadata, code digest]. ``checksum`` covers them all,
+# so a torn or altered row is caught; it is about half the size of the whole record as JSON.
+_CALL_COLUMNS = "name, module, version, created, result, args, extra, checksum"
+
+
+def _checksum(key: str, row: tuple[Any, ...]) -> int:
+    name, module, version, created, result, args, extra = row
+    hasher = xxhash.xxh3_64(f"{key}\0{name}\0{module}\0{version}\0{created!r}\0".encode())
+    hasher.update(result or b"-")
+    hasher.update(args)
+    hasher.update(extra.encode())
+    return hasher.intdigest() - (1 << 63)  # SQLite integers are signed
+
+
+def _call_row(key: str, call: DigestedCall) -> tuple[Any, ...]:
+    """The columns of ``call`` (``SaveError`` when a digest is not a full one)."""
+    try:
+        args = b"".join(bytes.fromhex(d) for d in call.arguments.values())
+        result = None if call.result is NO_RESULT else bytes.fromhex(call.result)
+    except (ValueError, TypeError) as e:
+        raise SaveError(f"call record {key}: arguments and result must be full digests") from e
+    if len(args) != 16 * len(call.arguments) or (result is not None and len(result) != 16):
+        raise SaveError(f"call record {key}: arguments and result must be full digests")
+    metadata, created = call.metadata, None
+    fleche = metadata.get("fleche")
+    if isinstance(fleche, dict) and type(fleche.get("created")) is float:
+        created = fleche["created"]
+        metadata = {**metadata, "fleche": {k: v for k, v in fleche.items() if k != "created"}}
+    extra = json.dumps(
+        [list(call.arguments), metadata, call.code_digest], separators=(",", ":"), default=_jsonable
+    )
+    row = (call.name, call.module, _version_text(call.version), created, result, args, extra)
+    return (*row, _checksum(key, row))
+
+
+def _call_from_row(key: Digest, row: tuple[Any, ...]) -> DigestedCall:
+    """Inverse of :func:`_call_row`; ``IntegrityError`` when the row fails its checksum."""
+    *columns, checksum = row
+    if _checksum(key, tuple(columns)) != checksum:
+        raise IntegrityError(f"call record {key}: checksum mismatch (corrupt or truncated)")
+    name, module, version, created, result, args, extra = columns
+    try:
+        params, metadata, code_digest = json.loads(extra)
+        if len(args) != 16 * len(params):
+            raise ValueError("argument digests do not match the parameters")
+        arguments = {p: Digest(args[16 * i : 16 * i + 16].hex()) for i, p in enumerate(params)}
+        if created is not None:
+            metadata["fleche"]["created"] = created
+        return DigestedCall(
+            name,
+            arguments,
+            metadata,
+            module,
+            None if version is None else json.loads(version),
+            code_digest,
+            NO_RESULT if result is None else Digest(result.hex()),
+        )
+    except (ValueError, TypeError, KeyError) as e:
+        raise IntegrityError(f"call record {key}: unreadable ({e})") from e
+
+
+class EmbeddedCallBackend(EmbeddedBackend):
+    """Call records in ``DIR/fleche.db``, indexed by function and by argument."""
+
+    _table = "calls"
+    _area = "calls"
+
+    def _put(self, key: Digest, value: Any) -> None:
+        row = _call_row(key, value)
+        blob = bytes.fromhex(key)
+        self._unindex(blob)
+        self._execute(
+            "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (blob, *row)
+        )
+        args = row[5]
+        self._execute_many(
+            "INSERT OR IGNORE INTO args VALUES (?, ?, ?)",
+            [(p, args[16 * i : 16 * i + 16], blob) for i, p in enumerate(value.arguments)],
+        )
+
+    def _unindex(self, blob: bytes) -> bool:
+        """Drop the argument rows of the record under ``blob``; False when there is none."""
+        row = self._execute("SELECT args, extra FROM calls WHERE key = ?", (blob,)).fetchone()
+        if row is None:
+            return False
+        args, extra = row
+        try:  # no checksum needed: these rows only narrow queries, which re-check every record
+            params = json.loads(extra)[0]
+            rows = [(p, args[16 * i : 16 * i + 16], blob) for i, p in enumerate(params)]
+        except (ValueError, KeyError, TypeError, IndexError):
+            return True  # an unreadable record leaves stale rows behind; harmless, as said
+        self._execute_many("DELETE FROM args WHERE param = ? AND value = ? AND call = ?", rows)
+        return True
+
+    def _get(self, key: Digest) -> DigestedCall:
+        connection = self._db.connection()
+        row = connection.execute(self._select_call, (bytes.fromhex(key),)).fetchone()
+        if row is None:
+            raise KeyError(key)
+        return self._decode(key, row)
+
+    _select_call = f"SELECT {_CALL_COLUMNS} FROM calls WHERE key = ?"
+
+    def _decode(self, key: Digest, row: tuple[Any, ...]) -> DigestedCall:
+        try:
+            return _call_from_row(key, row)
+        except IntegrityError as e:
+            raise self._corrupt(key, e) from e
+
+    def _evict(self, key: Digest) -> None:
+        blob = bytes.fromhex(key)
+        if not self._unindex(blob):
+            raise KeyError(key)
+        self._execute("DELETE FROM calls WHERE key = ?", (blob,))
+
+    def query(self, template: QueryCall) -> Iterator[tuple[Digest, DigestedCall]]:
+        """Records matching ``template``: name, module, version and argument values are answered
+        by indexes in SQL; metadata and "present, any value" arguments are checked in Python."""
+        wanted = template.argument_digests()
+        where, parameters = self._where(template, wanted)
+        sql = (
+            f"SELECT key, {_CALL_COLUMNS} FROM calls WHERE key > ?{where} "
+            f"ORDER BY key LIMIT {_PAGE}"
+        )
+        last = b""
+        while True:  # pages: no statement stays open while the caller works on the results
+            page = self._execute(sql, (last, *parameters)).fetchall()
+            for blob, *row in page:
+                key = Digest(blob.hex())
+                try:
+                    record = self._decode(key, tuple(row))
+                except KeyError:  # corrupt: warned and evicted
+                    continue
+                if template.matches(record, arg_digests=wanted):
+                    yield key, record
+            if len(page) < _PAGE:
+                return
+            last = page[-1][0]
+
+    @staticmethod
+    def _where(template: QueryCall, wanted: dict[str, Digest | None]) -> tuple[str, list[Any]]:
+        where, parameters = "", list[Any]()
+        for column, value in (
+            ("name", template.name),
+            ("module", template.module),
+            ("version", _version_text(template.version)),
+        ):
+            if value is not None:
+                where += f" AND {column} = ?"
+                parameters.append(value)
+        for param, value_digest in wanted.items():
+            if value_digest is not None:
+                where += " AND key IN (SELECT call FROM args WHERE param = ? AND value = ?)"
+                parameters += [param, bytes.fromhex(value_digest)]
+        return where, parameters
+
+
+class ValueEmbedded(SaveOnceMixin, EmbeddedBackend):
+    """Values: no per-key lock is needed, as each write is one transaction of identical bytes."""
+
+
+class CallEmbedded(CallMixin, FileKeyLockMixin, EmbeddedCallBackend):
+    """Call records. ``query`` is named here, lest ``CallMixin``'s scan win."""
+
+    query = EmbeddedCallBackend.query
+
+
+def cache_from_url(url: str) -> Cache:
+    """The embedded cache in a directory: ``embedded:///abs/dir?threshold=32768&durable=1``.
+
+    Raises ``ConfigError`` for a bad URL or a database written with another digest scheme.
+    """
+    options = asdict(DirectoryOptions.parse(url, "embedded"))
+    root = options.pop("root")
+    values = ValueEmbedded(root, **options)
+    return Cache(values, CallEmbedded(root, **options), url=values.to_url())

@@ -1,0 +1,442 @@
+"""Redis storage (redis-py): values and call records under a key prefix (SPEC sections 5, 6, 9).
+
+``redis://host:port/db?prefix=NAME&ttl=SECONDS&lease=SECONDS&lock_timeout=SECONDS&secret_key=HEX
+&compress=zlib``; other query options go to redis-py. Layout, for ``prefix=P``:
+
+- ``P:v:{key}``: a value frame (``serialize.Codec``: checksum, optional HMAC signature, optional
+  zlib), verified before unpickling; ``P:v:written``: a hash of write times (for ``gc``).
+  ``P:c:{key}``: a call record, checked JSON. ``P:v:index``, ``P:c:index`` and the query sets are
+  described in ``redis_index``.
+- A write is atomic with its index entries (MULTI/EXEC for values, a Lua script for calls); so is an
+  eviction.
+- ``P:c:lock:{key}``: the cross-process lock of a call key, a token lock with a lease (``SET NX PX``),
+  released only by its holder (compare-and-delete in Lua) and renewed by a heartbeat thread while the
+  holder lives, so a killed holder blocks others for at most one lease (default 30 s). Values take no
+  cross-process lock: they are content-addressed, so two writers of one key write the same bytes,
+  and each write is atomic.
+- ``P:meta``: the digest scheme version; a prefix written with another raises ``ConfigError``.
+
+Expiry (``ttl=``): records and values are written with ``PX``, so Redis itself deletes them on time,
+with no sweeper to run. A set member cannot expire by itself, so index entries outlive their entry
+for a while; they are never seen: every path that reads through an index (``list``, ``expand``,
+``shrink``, ``query``) checks that the entries it found still exist, drops the ones that do not from
+its answer, and reaps them with a Lua script that, atomically, checks again that the entry is gone
+(a key saved anew meanwhile keeps its entries) and removes the key from the sorted set and from every
+set its ``P:c:x:{key}`` list names. To every reader, expiry thus removes a call and its index
+entries together. The leftovers of an entry nobody reads again cost a few bytes until ``list()``
+(hence ``cache.gc()`` and ``fleche gc``) sweeps them. Values expire too, counted from their last
+write: a call whose result expired is a miss and computes again. All clients of a prefix should use
+the same ``ttl``: only a storage with ``ttl`` checks its sorted sets for expired entries.
+
+Connections: one redis-py client (one pool) per server URL in a process, shared by every storage
+that names it; the hit path reads on a connection of its own per thread, keeping the pool's checkout
+off it. After ``fork`` the child resets the pool and drops the parent's lock leases.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import random
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..caches import Cache
+from ..digest import SCHEME_VERSION, Digest
+from ..errors import ConfigError, IntegrityError, LockTimeoutError, MissingDependencyError
+from .base import CallMixin, StorageBackend, ValueMixin, check_key
+from .locking import DEFAULT_LOCK_TIMEOUT, PerKeyLockMixin
+from .redis_index import PUT_CALL, REMOVE, CallIndexMixin, SortedIndexMixin
+from .serialize import Codec
+
+__all__ = [
+    "CallRedis",
+    "RedisBackend",
+    "RedisCallBackend",
+    "RedisConnection",
+    "RedisLock",
+    "RedisOptions",
+    "ValueRedis",
+    "cache_from_url",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_LEASE = 30.0
+_OURS = ("prefix", "ttl", "lease", "lock_timeout", "secret_key", "compress")
+_PREFIX = re.compile(r"[\w.\-/:]+")  # no glob characters: tools delete a prefix by SCAN MATCH
+
+_RELEASE = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+)
+_RENEW = """if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"""
+
+
+def _import_redis() -> Any:
+    try:
+        return importlib.import_module("redis")
+    except ImportError as e:
+        raise MissingDependencyError("redis", "redis", "redis:// caches") from e
+
+
+def _seconds(options: dict[str, str], name: str) -> float | None:
+    raw = options.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"redis URL option {name}={raw!r}: expected a positive number of seconds")
+    return value
+
+
+@dataclass(frozen=True)
+class RedisOptions:
+    """A parsed ``redis://`` URL: the server (what redis-py connects to) and fleche's options."""
+
+    server: str
+    prefix: str = "fleche"
+    ttl: float | None = None
+    lease: float = DEFAULT_LEASE
+    lock_timeout: float | None = None
+    secret_key: str | None = None
+    compress: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> RedisOptions:
+        """Split ``url``; ``ConfigError`` on a bad scheme, database, prefix or number."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(f"not a Redis URL: {url!r} (expected redis://host:port/db)")
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        ours = {k: v for k, v in query if k in _OURS}
+        path = parts.path
+        if parts.scheme != "unix":
+            path = "/" + (path.strip("/") or "0")
+            if not path[1:].isdigit():
+                raise ConfigError(f"Redis URL {url!r}: the path must be a database number")
+        rest = urlencode([(k, v) for k, v in query if k not in _OURS])
+        prefix = ours.get("prefix", "fleche")
+        if not _PREFIX.fullmatch(prefix):
+            raise ConfigError(f"Redis key prefix {prefix!r}: use letters, digits and _ . - / :")
+        return cls(
+            server=urlunsplit((parts.scheme, parts.netloc, path, rest, "")),
+            prefix=prefix,
+            ttl=_seconds(ours, "ttl"),
+            lease=_seconds(ours, "lease") or DEFAULT_LEASE,
+            lock_timeout=_seconds(ours, "lock_timeout"),
+            secret_key=ours.get("secret_key") or None,
+            compress=ours.get("compress") or None,
+        )
+
+    def url(self, *, mask: bool = False) -> str:
+        """The normalised URL (``mask`` hides the secret key, for reprs and logs)."""
+        options = {"prefix": self.prefix}
+        if self.ttl is not None:
+            options["ttl"] = f"{self.ttl:g}"
+        if self.lease != DEFAULT_LEASE:
+            options["lease"] = f"{self.lease:g}"
+        if self.lock_timeout is not None:
+            options["lock_timeout"] = f"{self.lock_timeout:g}"
+        if self.compress:
+            options["compress"] = self.compress
+        if self.secret_key:
+            options["secret_key"] = "***" if mask else self.secret_key
+        return self.server + ("&" if "?" in self.server else "?") + urlencode(options)
+
+
+class Heartbeat:
+    """Renews the leases of the locks this process holds on one server, from one daemon thread.
+
+    A lease is renewed a third of its length after it was last set, so a living holder never loses
+    it; the thread ends after a while without locks and starts again with the next one.
+    """
+
+    IDLE = 10.0
+
+    def __init__(self, conn: RedisConnection) -> None:
+        self._conn = conn
+        self._mutex = threading.Lock()
+        self._wake = threading.Event()
+        self._held: dict[str, list[Any]] = {}  # lock name -> [token, lease ms, next renewal]
+        self._thread: threading.Thread | None = None
+        self._idle_since: float | None = None
+
+    def hold(self, name: str, token: str, lease_ms: int) -> None:
+        with self._mutex:
+            self._held[name] = [token, lease_ms, time.monotonic() + lease_ms / 3000]
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="fleche-redis-heartbeat", daemon=True
+                )
+                self._thread.start()
+        self._wake.set()
+
+    def drop(self, name: str) -> None:
+        with self._mutex:
+            self._held.pop(name, None)
+
+    def _due(self) -> tuple[list[tuple[str, str, int]], float] | None:
+        """Leases to renew now and when to look again; None when the thread should end."""
+        with self._mutex:
+            now = time.monotonic()
+            due = []
+            for name, entry in self._held.items():
+                if entry[2] <= now:
+                    entry[2] = now + entry[1] / 3000
+                    due.append((name, entry[0], entry[1]))
+            if self._held:
+                self._idle_since = None
+                return due, min(entry[2] for entry in self._held.values()) - now
+            self._idle_since = self._idle_since or now
+            if now - self._idle_since > self.IDLE:
+                self._thread = None
+                return None
+            return due, 1.0
+
+    def _run(self) -> None:
+        while (step := self._due()) is not None:
+            due, wait = step
+            for name, token, lease_ms in due:
+                try:
+                    if not self._conn.renew(keys=[name], args=[token, lease_ms]):
+                        log.debug("lock %s was released or lost before its renewal", name)
+                except Exception as e:  # the server is away: try again at the next beat
+                    log.warning("could not renew the Redis lock %s: %s", name, e)
+            self._wake.wait(max(wait, 0.0))
+            self._wake.clear()
+
+
+class RedisLock:
+    """The cross-process lock of one key: ``SET name token NX PX lease``, heartbeat, safe release."""
+
+    __slots__ = ("conn", "lease_ms", "name", "timeout", "token")
+
+    def __init__(self, conn: RedisConnection, name: str, lease: float, timeout: float) -> None:
+        self.conn, self.name, self.timeout = conn, name, timeout
+        self.lease_ms = max(1, round(lease * 1000))
+        self.token = os.urandom(16).hex()
+
+    def __enter__(self) -> None:
+        client = self.conn.client
+        deadline = time.monotonic() + self.timeout
+        pause = 0.001
+        while not client.set(self.name, self.token, nx=True, px=self.lease_ms):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LockTimeoutError(
+                    f"gave up waiting {self.timeout:g}s for the Redis lock {self.name}"
+                )
+            time.sleep(min(pause * random.uniform(0.5, 1.5), left))  # jitter: waiters spread out
+            pause = min(pause * 2, 0.1)
+        self.conn.heartbeat.hold(self.name, self.token, self.lease_ms)
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.heartbeat.drop(self.name)
+        if not self.conn.release(keys=[self.name], args=[self.token]):
+            log.warning("the Redis lock %s expired while held (was the process paused?)", self.name)
+
+
+class RedisConnection:
+    """One redis-py client (one connection pool) per server URL in this process, with its scripts."""
+
+    def __init__(self, server: str) -> None:
+        redis = _import_redis()
+        self.server = server
+        self.client: Any = redis.Redis.from_url(server)
+        self._transient = (redis.ConnectionError, redis.TimeoutError)
+        self.put_call = self.client.register_script(PUT_CALL)
+        self.remove = self.client.register_script(REMOVE)
+        self.release = self.client.register_script(_RELEASE)
+        self.renew = self.client.register_script(_RENEW)
+        self.checked: set[str] = set()
+        self._fresh()
+
+    def _fresh(self) -> None:
+        self.heartbeat = Heartbeat(self)
+        self._local = threading.local()
+
+    def after_fork(self) -> None:
+        """In a forked child: new connections, and none of the parent's leases."""
+        self.client.connection_pool.reset()
+        self._fresh()
+
+    def get(self, name: str) -> bytes | None:
+        """GET on this thread's own connection, so the pool's checkout stays off the hit path."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            pool = self.client.connection_pool
+            conn = self._local.conn = pool.connection_class(**pool.connection_kwargs)
+        try:
+            conn.send_command("GET", name)
+            return conn.read_response()
+        except self._transient:
+            conn.disconnect()  # reconnects on its next use; this read goes through the pool
+            return self.client.get(name)
+
+    def check_scheme(self, prefix: str) -> None:
+        """Record the digest scheme under ``P:meta`` or check the one recorded there."""
+        if prefix in self.checked:
+            return
+        meta = f"{prefix}:meta"
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hsetnx(meta, "digest_scheme", SCHEME_VERSION)
+        pipe.hget(meta, "digest_scheme")
+        found = pipe.execute()[1]
+        if found != str(SCHEME_VERSION).encode():
+            raise ConfigError(
+                f"the Redis prefix {prefix!r} holds digest scheme {found.decode()}, but this fleche "
+                f"uses scheme {SCHEME_VERSION}; use another prefix"
+            )
+        self.checked.add(prefix)
+
+
+_connections: dict[str, RedisConnection] = {}
+_connections_lock = threading.Lock()
+
+
+def connection_for(server: str) -> RedisConnection:
+    """The process's shared connection to ``server`` (created on first use)."""
+    conn = _connections.get(server)
+    if conn is None:
+        with _connections_lock:
+            conn = _connections.get(server)
+            if conn is None:
+                conn = _connections[server] = RedisConnection(server)
+    return conn
+
+
+def _after_fork_in_child() -> None:
+    global _connections_lock
+    _connections_lock = threading.Lock()  # a parent thread may have held it at the fork
+    for conn in _connections.values():
+        conn.after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class RedisBackend(SortedIndexMixin, StorageBackend):
+    """Values in Redis: ``P:v:{key}`` frames and the sorted set ``P:v:index`` (see the module)."""
+
+    _kind = "v"
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+
+    def __init__(self, url: str = DEFAULT_URL) -> None:
+        _import_redis()  # fail here, naming the extra to install, not at the first operation
+        self.options = options = RedisOptions.parse(url)
+        self.prefix, self.ttl, self.lease = options.prefix, options.ttl, options.lease
+        if options.lock_timeout is not None:
+            self.lock_timeout = options.lock_timeout
+        self.codec = Codec(options.secret_key, options.compress)
+        self._space = f"{self.prefix}:{self._kind}:"
+        self._index = self._space + "index"
+        self._ttl_ms = None if self.ttl is None else max(1, round(self.ttl * 1000))
+        self._connection: RedisConnection | None = None
+
+    @property
+    def _conn(self) -> RedisConnection:
+        conn = self._connection
+        if conn is None:
+            conn = connection_for(self.options.server)
+            conn.check_scheme(self.prefix)
+            self._connection = conn
+        return conn
+
+    # --- primitives ---------------------------------------------------------------------------
+    def _put(self, key: Digest, value: Any) -> None:
+        pipe = self._conn.client.pipeline(transaction=True)
+        pipe.set(self._space + key, self.codec.dumps_bytes(key, value), px=self._ttl_ms)
+        pipe.zadd(self._index, {key: 0})
+        pipe.hset(self._space + "written", key, repr(time.time()))
+        pipe.execute()
+
+    def _get(self, key: Digest) -> Any:
+        data = self._conn.get(self._space + key)
+        if data is None:
+            raise KeyError(key)
+        try:
+            return self.codec.loads(key, data)
+        except IntegrityError as e:
+            raise self._corrupt(key, e) from e
+
+    def stored_size(self, key: str) -> int:
+        """Bytes the value ``key`` occupies (its frame); ``KeyError`` when it is not stored."""
+        size = int(self._conn.client.strlen(self._space + check_key(key)))
+        if not size:  # a frame is never empty: the key is missing
+            raise KeyError(key)
+        return size
+
+    def stored_age(self, key: str) -> float:
+        """Seconds since the value ``key`` was last written; ``KeyError`` when unknown."""
+        written = self._conn.client.hget(self._space + "written", check_key(key))
+        if written is None:
+            raise KeyError(key)
+        return time.time() - float(written)
+
+    def _contains(self, key: Digest) -> bool:
+        return bool(self._conn.client.exists(self._space + key))
+
+    def _evict(self, key: Digest) -> None:
+        if not self._remove("evict", [key])[0]:
+            raise KeyError(key)
+
+    # --- identity: a storage is what its URL names --------------------------------------------
+    def to_url(self) -> str:
+        """The URL this storage was made from, normalised (``cache(url)`` gives it back)."""
+        return self.options.url()
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.to_url() == other.to_url()
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.to_url()))
+
+    def __reduce__(self) -> Any:
+        # pickled as its URL: no client, socket or lock travels; the copy connects on first use
+        return type(self), (self.to_url(),)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.options.url(mask=True)!r})"
+
+
+class RedisCallBackend(CallIndexMixin, RedisBackend):
+    """Call records in Redis, with index sets (``redis_index``) and a token lock per key."""
+
+    _kind = "c"
+
+    def _process_lock(self, key: str) -> RedisLock:
+        return RedisLock(self._conn, f"{self._space}lock:{key}", self.lease, self.lock_timeout)
+
+
+class ValueRedis(ValueMixin, PerKeyLockMixin, RedisBackend):
+    """Values in Redis."""
+
+
+class CallRedis(CallMixin, PerKeyLockMixin, RedisCallBackend):
+    """Call records in Redis. The mixins sit left of the backend, so its index-backed ``query``
+    and its cross-process lock are named here, lest ``CallMixin``'s scan and the mixin's no-op win."""
+
+    query = RedisCallBackend.query
+    _process_lock = RedisCallBackend._process_lock
+
+
+def cache_from_url(url: str) -> Cache:
+    """A cache of values and call records in one Redis database; both share one connection pool.
+
+    Raises ``MissingDependencyError`` without redis-py and ``ConfigError`` for a bad URL.
+    """
+    values = ValueRedis(url)
+    return Cache(values, CallRedis(url), url=values.to_url())

@@ -1,0 +1,346 @@
+"""SQL storage on SQLAlchemy 2 Core: SQLite, PostgreSQL (psycopg 3), MariaDB (pymysql) (SPEC 5, 6, 9).
+
+``sqlite:///path.db``, ``postgresql+psycopg://user@host/db``, ``mysql+pymysql://user@host/db``
+(``postgresql://`` and ``mysql://`` pick those drivers), with fleche's options in the query string:
+``prefix=`` (table prefix, default ``fleche``), ``durable=1`` (SQLite ``synchronous=FULL``),
+``secret_key=``, ``compress=zlib``, ``lock_timeout=``; the rest goes to the driver.
+
+One code path for every server: the tables are in ``sql_schema``, the engine and the per-thread
+driver connections of the hot path in ``sql_engine``, and all that differs between servers in
+``sql_dialects``. A write is one transaction: a value's chunks together, a call record with its
+argument rows. Cross-process locks guard call keys only: values are content-addressed and each
+write of one is atomic, so two writers of a value write the same bytes.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import time
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..caches import Cache
+from ..call import DigestedCall, QueryCall
+from ..digest import Digest
+from ..errors import IntegrityError
+from .base import CallMixin, StorageBackend, ValueMixin
+from .locking import DEFAULT_LOCK_TIMEOUT, PerKeyLockMixin
+from .serialize import Codec, dump_record, record_checksum
+from .sql_engine import Database, SqlOptions, compile_positional, database_for
+from .sql_schema import CHUNK_SIZE, Tables, clip, ensure_schema, query_statement, version_text
+
+__all__ = [
+    "CallSql",
+    "Sql",
+    "SqlBackend",
+    "SqlCallBackend",
+    "ValueSql",
+    "cache_from_url",
+]
+
+
+def _signed(checksum: int) -> int:
+    """An unsigned 64-bit checksum as the signed value a BIGINT column holds."""
+    return checksum - (1 << 64) if checksum >= 1 << 63 else checksum
+
+
+def _chunks(parts: list[bytes | memoryview], size: int) -> Iterator[bytes]:
+    """The concatenation of ``parts`` cut into pieces of ``size`` bytes (the last may be shorter)."""
+    if sum(memoryview(p).nbytes for p in parts) <= size:
+        yield b"".join(parts)
+        return
+    pending: list[memoryview] = []
+    filled = 0
+    for part in parts:
+        view = memoryview(part).cast("B")
+        while view.nbytes:
+            take = min(size - filled, view.nbytes)
+            pending.append(view[:take])
+            filled, view = filled + take, view[take:]
+            if filled == size:
+                yield b"".join(pending)
+                pending, filled = [], 0
+    if pending:
+        yield b"".join(pending)
+
+
+_NO_BUFFERS = bytes(4)
+_ZERO: Any = sa.literal_column("0")  # inline, not a parameter of the compiled statement
+
+
+class SqlStore(StorageBackend):
+    """What values and call records share: the URL, the engine, the schema, key listings."""
+
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+
+    def __init__(self, url: str | os.PathLike[str] | None = None) -> None:
+        self.options = options = SqlOptions.parse(url)
+        options.dialect.check_driver()  # fail here, naming the extra to install
+        if options.lock_timeout is not None:
+            self.lock_timeout = options.lock_timeout
+        self.codec = Codec(options.secret_key, options.compress)
+        self.tables = Tables(options.prefix, options.dialect)
+        self._db = db = database_for(options)
+        with db.serial:
+            ensure_schema(db.engine, options.prefix, options.dialect, options.url(mask=True))
+        self._prepare(db)
+
+    @property
+    def _table(self) -> sa.Table:
+        raise NotImplementedError
+
+    def _prepare(self, db: Database) -> None:
+        raise NotImplementedError
+
+    def _keys(self) -> sa.Select[Any]:
+        return sa.select(self._table.c.key)
+
+    def list(self) -> Iterator[Digest]:
+        """Every stored key, in order."""
+        with self._db.core() as conn:
+            keys = conn.execute(self._keys().order_by(self._table.c.key)).scalars().all()
+        return iter([Digest(k) for k in keys])
+
+    def __len__(self) -> int:
+        with self._db.core() as conn:
+            count = sa.select(sa.func.count()).select_from(self._keys().subquery())
+            return int(conn.execute(count).scalar_one())
+
+    def _candidates(self, prefix: str, limit: int) -> builtins.list[Digest]:
+        # hex sorts below "g", so the keys with the prefix are the range [prefix, prefix + "g")
+        column = self._table.c.key
+        stmt = self._keys().where(column >= prefix, column < prefix + "g")
+        with self._db.core() as conn:
+            keys = conn.execute(stmt.order_by(column).limit(limit)).scalars().all()
+        return [Digest(k) for k in keys]
+
+    # --- identity: a storage is what its URL names --------------------------------------------
+    def to_url(self) -> str:
+        """The URL this storage was made from, normalised (``cache(url)`` gives it back)."""
+        return self.options.url()
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.to_url() == other.to_url()
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.to_url()))
+
+    def __reduce__(self) -> Any:
+        # pickled as its URL: no engine, connection or lock travels
+        return type(self), (self.to_url(),)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.options.url(mask=True)!r})"
+
+
+class SqlBackend(SqlStore):
+    """Values: frames (``serialize.Codec``) in chunks of ``CHUNK_SIZE`` bytes, one row each."""
+
+    @property
+    def _table(self) -> sa.Table:
+        return self.tables.values
+
+    def _prepare(self, db: Database) -> None:
+        sql = partial(compile_positional, db)
+        t, dialect, key = self.tables.values, db.dialect, sa.bindparam("key", type_=sa.String)
+        self._sql_get = sql(sa.select(t.c.data).where(t.c.key == key).order_by(t.c.chunk), "key")
+        self._sql_contains = sql(
+            sa.select(t.c.chunk).where(t.c.key == key, t.c.chunk == _ZERO), "key"
+        )
+        self._sql_delete = sql(sa.delete(t).where(t.c.key == key), "key")
+        trim = sa.delete(t).where(t.c.key == key, t.c.chunk >= sa.bindparam("n"))
+        self._sql_trim = sql(trim, "key", "n")
+        names = ("key", "chunk", "data", "written")
+        upsert = dialect.upsert(t, {n: sa.bindparam(n) for n in names}, ["data", "written"])
+        self._sql_put = sql(upsert, *names)
+
+    def _keys(self) -> sa.Select[Any]:
+        return sa.select(self._table.c.key).where(self._table.c.chunk == 0)
+
+    def _put(self, key: Digest, value: Any) -> None:
+        parts = self.codec.dumps(key, value)  # serialised before the transaction begins
+        written = time.time()
+
+        def work(cursor: Any) -> None:
+            count = 0
+            for count, chunk in enumerate(_chunks(parts, CHUNK_SIZE), 1):
+                cursor.execute(self._sql_put, (key, count - 1, chunk, written))
+            cursor.execute(self._sql_trim, (key, count))  # a longer old value's tail
+
+        self._db.write(work)
+
+    def _get(self, key: Digest) -> Any:
+        rows = self._db.fetch(self._sql_get, (key,))
+        if not rows:
+            raise KeyError(key)
+        if len(rows) == 1:
+            frame = rows[0][0]
+            if frame[5:9] != _NO_BUFFERS:  # out-of-band buffers (arrays) load writable
+                frame = bytearray(frame)
+        else:
+            frame = bytearray().join(row[0] for row in rows)
+        try:
+            return self.codec.loads(key, frame)
+        except IntegrityError as e:
+            raise self._corrupt(key, e) from e
+
+    def _contains(self, key: Digest) -> bool:
+        return bool(self._db.fetch(self._sql_contains, (key,)))
+
+    def _evict(self, key: Digest) -> None:
+        def work(cursor: Any) -> None:
+            cursor.execute(self._sql_delete, (key,))
+            if not cursor.rowcount:
+                raise KeyError(key)
+
+        self._db.write(work)
+
+    def stored_size(self, key: str) -> int:
+        """Bytes the value ``key`` occupies (its frame); ``KeyError`` when it is not stored."""
+        t = self._table
+        with self._db.core() as conn:
+            size = conn.execute(
+                sa.select(sa.func.sum(sa.func.length(t.c.data))).where(t.c.key == key)
+            ).scalar()
+        if size is None:
+            raise KeyError(key)
+        return int(size)
+
+    def stored_age(self, key: str) -> float:
+        """Seconds since the value ``key`` was last written; ``KeyError`` when it is not stored."""
+        t = self._table
+        with self._db.core() as conn:
+            row = conn.execute(sa.select(t.c.written).where(t.c.key == key, t.c.chunk == 0)).first()
+        if row is None:
+            raise KeyError(key)
+        return time.time() - (row[0] or 0.0)
+
+
+class SqlCallBackend(SqlStore):
+    """Call records: checked JSON plus indexed columns, and one row per argument."""
+
+    @property
+    def _table(self) -> sa.Table:
+        return self.tables.calls
+
+    def _prepare(self, db: Database) -> None:
+        sql = partial(compile_positional, db)
+        t, a = self.tables.calls, self.tables.arguments
+        key = sa.bindparam("key", type_=sa.String)
+        self._sql_get = sql(sa.select(t.c.record, t.c.checksum).where(t.c.key == key), "key")
+        self._sql_contains = sql(sa.select(t.c.key).where(t.c.key == key), "key")
+        self._sql_delete = sql(sa.delete(t).where(t.c.key == key), "key")
+        self._sql_unargue = sql(sa.delete(a).where(a.c.call_key == key), "key")
+        names = [c.name for c in t.columns]
+        upsert = db.dialect.upsert(t, {n: sa.bindparam(n) for n in names}, names[1:])
+        self._sql_put = sql(upsert, *names)
+        argument = sa.insert(a).values({n: sa.bindparam(n) for n in ("call_key", "name", "digest")})
+        self._sql_argue = sql(argument, "call_key", "name", "digest")
+
+    def _put(self, key: Digest, call: Any) -> None:
+        record = call.digested()
+        data = dump_record(key, record.to_record())  # magic, checksum, JSON
+        created = (record.metadata.get("fleche") or {}).get("created", time.time())
+        row = (
+            key,
+            clip(record.name),
+            clip(record.module),
+            version_text(record.version),
+            clip(record.code_digest, 64),
+            None if not record.result else str(record.result),
+            float(created),
+            data[12:].decode(),
+            _signed(record_checksum(key, data[12:])),
+        )
+        arguments = {clip(n): d for n, d in record.arguments.items()}
+        rows = [(key, n, d) for n, d in arguments.items()]
+
+        def work(cursor: Any) -> None:
+            cursor.execute(self._sql_put, row)
+            cursor.execute(self._sql_unargue, (key,))
+            if rows:
+                cursor.executemany(self._sql_argue, rows)
+
+        self._db.write(work)
+
+    def _decode(self, key: str, record: str, checksum: int) -> DigestedCall:
+        """The record of a row, after checking its checksum; ``IntegrityError`` if it fails."""
+        if _signed(record_checksum(key, record.encode())) != checksum:
+            raise IntegrityError(f"call record {key}: checksum mismatch (corrupt or truncated)")
+        try:
+            return DigestedCall.from_record(json.loads(record))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise IntegrityError(f"call record {key}: not a call record ({e})") from e
+
+    def _get(self, key: Digest) -> DigestedCall:
+        rows = self._db.fetch(self._sql_get, (key,))
+        if not rows:
+            raise KeyError(key)
+        try:
+            return self._decode(key, *rows[0])
+        except IntegrityError as e:
+            raise self._corrupt(key, e) from e
+
+    def _contains(self, key: Digest) -> bool:
+        return bool(self._db.fetch(self._sql_contains, (key,)))
+
+    def _evict(self, key: Digest) -> None:
+        def work(cursor: Any) -> None:
+            cursor.execute(self._sql_delete, (key,))
+            if not cursor.rowcount:
+                raise KeyError(key)
+            cursor.execute(self._sql_unargue, (key,))
+
+        self._db.write(work)
+
+    def query(self, template: QueryCall) -> Iterator[tuple[Digest, DigestedCall]]:
+        """Records matching ``template``, found by one indexed statement (see ``sql_schema``)."""
+        wanted = template.argument_digests()
+        with self._db.core() as conn:
+            rows = conn.execute(query_statement(self.tables, template)).all()
+        for key, record, checksum in rows:
+            try:
+                call = self._decode(key, record, checksum)
+            except IntegrityError as e:
+                self._corrupt(Digest(key), e)  # warned and evicted: a miss
+                continue
+            if template.matches(call, arg_digests=wanted):
+                yield Digest(key), call
+
+    def _process_lock(self, key: str) -> Any:
+        return self.options.dialect.process_lock(
+            self._db, self.tables.calls.name, key, self.lock_timeout
+        )
+
+
+class ValueSql(ValueMixin, PerKeyLockMixin, SqlBackend):
+    """Values in an SQL database."""
+
+
+class CallSql(CallMixin, PerKeyLockMixin, SqlCallBackend):
+    """Call records in an SQL database. The mixins sit left of the backend, so its indexed
+    ``query`` and its cross-process lock are named here, lest the scan and the no-op win."""
+
+    query = SqlCallBackend.query
+    _process_lock = SqlCallBackend._process_lock
+
+
+Sql = CallSql
+"""The name of the SQL call storage in fleche 0.22.2 (``Sql(url=None)`` is in memory)."""
+
+
+def cache_from_url(url: str) -> Cache:
+    """A cache of values and call records in one SQL database; both share one engine.
+
+    Raises ``MissingDependencyError`` without the driver and ``ConfigError`` for a bad URL or a
+    database written with another digest scheme.
+    """
+    values = ValueSql(url)
+    return Cache(values, CallSql(url), url=values.to_url())

@@ -1,0 +1,284 @@
+"""The SQL storage's connection layer: URL options, one engine per server, per-thread connections.
+
+SQLAlchemy owns the engine (one per server URL in a process, shared by every storage naming it),
+its pool and dialect. The hot path bypasses its statement machinery: statements are compiled once
+into the driver's positional paramstyle (``compile``) and run on the driver's own connection, taken
+from the engine (``raw_connection``), detached from the pool and kept per thread in autocommit, so a
+read is one driver call. Writes run there too, each in one transaction. Advisory locks use one more
+connection per thread, so nested locks never drain the pool. After ``fork`` the child drops the
+parent's connections without closing them (that would close the parent's sessions) and opens its own.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+
+from ..errors import ConfigError, StorageError
+from .sql_dialects import Dialect, dialect_for, lock_directory
+
+__all__ = ["Database", "SqlOptions", "compile_positional", "database_for"]
+
+T = TypeVar("T")
+_OURS = ("prefix", "durable", "secret_key", "compress", "lock_timeout")
+_TRUE = ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class SqlOptions:
+    """A parsed SQL URL: what SQLAlchemy connects to, and fleche's own options."""
+
+    engine_url: URL
+    dialect: Dialect
+    prefix: str = "fleche"
+    durable: bool = False
+    secret_key: str | None = None
+    compress: str | None = None
+    lock_timeout: float | None = None
+
+    @classmethod
+    def parse(cls, url: str | os.PathLike[str] | None) -> SqlOptions:
+        """Split ``url`` (None: an in-memory SQLite database; a plain path: an SQLite file)."""
+        text = "sqlite://" if url is None else os.fspath(url)
+        if "://" not in text:
+            text = f"sqlite:///{text}"
+        scheme, _, rest = text.partition("://")
+        backend, _, driver = scheme.lower().partition("+")
+        backend = {"postgres": "postgresql"}.get(backend, backend)
+        dialect = dialect_for(backend)
+        parsed = make_url(f"{backend}{'+' if driver else ''}{driver}://{rest}")
+        ours = {k: str(v) for k, v in parsed.query.items() if k in _OURS}
+        timeout = ours.get("lock_timeout")
+        try:
+            lock_timeout = None if timeout is None else float(timeout)
+        except ValueError:
+            raise ConfigError(f"lock_timeout={timeout!r}: expected seconds") from None
+        return cls(
+            engine_url=dialect.engine_url(parsed.difference_update_query(_OURS)),
+            dialect=dialect,
+            prefix=ours.get("prefix", "fleche"),
+            durable=ours.get("durable", "").lower() in _TRUE,
+            secret_key=ours.get("secret_key") or None,
+            compress=ours.get("compress") or None,
+            lock_timeout=lock_timeout,
+        )
+
+    def url(self, *, mask: bool = False) -> str:
+        """The normalised URL (``mask`` hides the password and the secret key)."""
+        engine_url = self.engine_url
+        if self.dialect.name == "sqlite":
+            engine_url = engine_url.set(drivername="sqlite")
+        options = {} if self.prefix == "fleche" else {"prefix": self.prefix}
+        if self.durable:
+            options["durable"] = "1"
+        if self.lock_timeout is not None:
+            options["lock_timeout"] = f"{self.lock_timeout:g}"
+        if self.compress:
+            options["compress"] = self.compress
+        if self.secret_key:
+            options["secret_key"] = "***" if mask else self.secret_key
+        text = engine_url.render_as_string(hide_password=mask)
+        extra = "&".join(f"{k}={v}" for k, v in options.items())
+        return text + ("&" if "?" in text else "?") + extra if extra else text
+
+
+class _Connection:
+    """A driver connection taken from the engine, detached from its pool, in autocommit."""
+
+    __slots__ = ("cursor", "dbapi", "pid", "proxied", "timeout")
+
+    def __init__(self, engine: sa.Engine, dialect: Dialect, *, detach: bool = True) -> None:
+        self.proxied = engine.raw_connection()  # the engine's connect events run (SQLite pragmas)
+        if detach:  # held for the thread's life: it must not count against the pool
+            self.proxied.detach()
+        self.dbapi: Any = self.proxied.dbapi_connection
+        dialect.autocommit(self.dbapi)
+        self.cursor = self.dbapi.cursor()  # type: ignore[union-attr]
+        self.pid = os.getpid() if detach else -1  # -1: the pool's, never closed here
+        self.timeout: float | None = None  # the lock timeout set on this session, if any
+
+    def close(self) -> None:
+        if self.pid == os.getpid():  # never close a connection inherited through fork
+            try:
+                self.dbapi.close()
+            except Exception:  # already broken: nothing left to release
+                pass
+
+    def __del__(self) -> None:  # the thread that held it ended
+        self.close()
+
+
+_orphans: list[Any] = []  # connections inherited through fork: kept, never used, never closed
+
+
+class Database:
+    """One engine per server URL in a process, with the hot path's and the locks' connections."""
+
+    def __init__(self, options: SqlOptions) -> None:
+        self.dialect = options.dialect
+        self.url = options.engine_url
+        self.engine = self.dialect.create_engine(self.url, durable=options.durable)
+        dbapi = self.engine.dialect.loaded_dbapi
+        self.error: type[Exception] = dbapi.Error
+        self.transient = (dbapi.OperationalError, dbapi.InterfaceError)
+        self.lock_dir = lock_directory(self.url)
+        self.serial: AbstractContextManager[Any] = nullcontext()  # see _MemoryDatabase
+        self._fresh()
+
+    def _fresh(self) -> None:
+        self._local = threading.local()
+        self._locks = threading.local()
+
+    def after_fork(self) -> None:
+        """In a forked child: forget the parent's connections without closing them."""
+        _orphans.extend((self._local, self._locks))
+        self.engine.dispose(close=False)
+        self._fresh()
+
+    def core(self) -> AbstractContextManager[sa.Connection]:
+        """An SQLAlchemy connection for schema work, listings and queries."""
+        return self.engine.connect()
+
+    # --- the hot path ---------------------------------------------------------------------------
+    def _connection(self) -> _Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = _Connection(self.engine, self.dialect)
+        return conn
+
+    def _drop(self) -> None:
+        conn = self._local.__dict__.pop("conn", None)
+        if conn is not None:
+            conn.close()
+
+    def fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        """Rows of one statement; a broken connection is replaced and the read tried once more."""
+        for attempt in (0, 1):
+            cursor = self._connection().cursor
+            try:
+                cursor.execute(sql, params)
+                return list(cursor.fetchall())
+            except self.transient as e:
+                self._drop()
+                if attempt:
+                    raise StorageError(f"{self.dialect.name}: read failed: {e}") from e
+            except self.error as e:
+                raise StorageError(f"{self.dialect.name}: read failed: {e}") from e
+        raise AssertionError("unreachable")
+
+    def write(self, work: Callable[[Any], T]) -> T:
+        """Run ``work(cursor)`` in one transaction, once more if the connection broke."""
+        for attempt in (0, 1):
+            conn = self._connection()
+            cursor = conn.cursor
+            try:
+                cursor.execute(self.dialect.begin)
+                result = work(cursor)
+                cursor.execute("COMMIT")
+                return result
+            except self.transient as e:
+                self._abort(cursor)
+                if attempt:
+                    raise StorageError(f"{self.dialect.name}: write failed: {e}") from e
+            except self.error as e:
+                self._abort(cursor)
+                raise StorageError(f"{self.dialect.name}: write failed: {e}") from e
+            except BaseException:
+                self._abort(cursor)
+                raise
+        raise AssertionError("unreachable")
+
+    def _abort(self, cursor: Any) -> None:
+        try:
+            cursor.execute("ROLLBACK")
+        except Exception:  # the connection is gone; so is its transaction
+            self._drop()
+
+    # --- the locks' connection --------------------------------------------------------------------
+    def lock_connection(self) -> _Connection:
+        """This thread's connection for advisory locks (they nest on it)."""
+        conn = getattr(self._locks, "conn", None)
+        if conn is None:
+            conn = self._locks.conn = _Connection(self.engine, self.dialect)
+        return conn
+
+    def drop_lock_connection(self) -> None:
+        conn = self._locks.__dict__.pop("conn", None)
+        if conn is not None:
+            conn.close()
+
+
+class _MemoryDatabase(Database):
+    """An in-memory SQLite database: one connection, so every use is serialised by one lock."""
+
+    def _fresh(self) -> None:
+        super()._fresh()
+        self.serial = threading.RLock()
+        self._shared: _Connection | None = None
+
+    def after_fork(self) -> None:  # the child keeps its copy of the database (and no lock holder)
+        self.serial = threading.RLock()
+
+    @contextmanager
+    def core(self) -> Iterator[sa.Connection]:
+        with self.serial, self.engine.connect() as conn:
+            yield conn
+
+    def _connection(self) -> _Connection:
+        if self._shared is None:  # the pool's one connection (detached, the database would go)
+            self._shared = _Connection(self.engine, self.dialect, detach=False)
+        return self._shared
+
+    def _drop(self) -> None:
+        pass
+
+    def fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        with self.serial:
+            return super().fetch(sql, params)
+
+    def write(self, work: Callable[[Any], T]) -> T:
+        with self.serial:
+            return super().write(work)
+
+
+_databases: dict[tuple[str, bool], Database] = {}
+_databases_lock = threading.Lock()
+
+
+def database_for(options: SqlOptions) -> Database:
+    """The process's shared engine for the server (and SQLite durability) ``options`` name."""
+    key = (options.engine_url.render_as_string(hide_password=False), options.durable)
+    db = _databases.get(key)
+    if db is None:
+        with _databases_lock:
+            db = _databases.get(key)
+            if db is None:
+                memory = options.dialect.name == "sqlite" and options.engine_url.database is None
+                db = _databases[key] = (_MemoryDatabase if memory else Database)(options)
+    return db
+
+
+def _after_fork_in_child() -> None:
+    global _databases_lock
+    _databases_lock = threading.Lock()  # a parent thread may have held it at the fork
+    for db in _databases.values():
+        db.after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def compile_positional(db: Database, stmt: Any, *names: str) -> str:
+    """``stmt`` as the driver's SQL, its positional parameters in the order ``names``."""
+    compiled = stmt.compile(dialect=db.engine.dialect)
+    if list(compiled.positiontup or ()) != list(names):
+        raise AssertionError(f"parameters {compiled.positiontup} are not in the order {names}")
+    return str(compiled)

@@ -1,0 +1,254 @@
+"""The tables of the SQL storage, their version, the upgrades between versions, and queries (SPEC 6, 9).
+
+For a table prefix ``P`` (default ``fleche``):
+
+- ``P_values(key, chunk, data, written)``: a value's frame (``serialize.Codec``) in chunks of at most
+  ``CHUNK_SIZE`` bytes, so no row comes near a server's packet limit (MariaDB ``max_allowed_packet``).
+- ``P_calls(key, name, module, version, code_digest, result, created, record, checksum)``: the call
+  record as JSON with its checksum (``serialize.record_checksum``); the other columns repeat the
+  record's fields for indexed queries.
+- ``P_arguments(call_key, name, digest)``: one row per argument of a call, indexed by
+  ``(name, digest)`` for lookups by argument.
+- ``P_schema(name, value)``: ``schema`` (the layout version below) and ``digest_scheme``
+  (``fleche.digest.SCHEME_VERSION``).
+
+Keys are 32-character strings compared bytewise, so the keys with a prefix are a key range.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..call import QueryCall
+from ..digest import SCHEME_VERSION, digest
+from ..errors import ConfigError
+from .sql_dialects import BLOB, KEY, NAME, TEXT, Dialect
+
+__all__ = [
+    "CHUNK_SIZE",
+    "SCHEMA_VERSION",
+    "Tables",
+    "clip",
+    "ensure_schema",
+    "query_statement",
+    "version_text",
+]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+CHUNK_SIZE = 1 << 20
+NAME_LENGTH = 255  # name, module and argument names; longer ones are clipped (see ``clip``)
+VERSION_LENGTH = 128  # MariaDB limits an index to 3072 bytes: 4 x (255 + 255 + 128) fits
+PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,39}")
+
+
+class Tables:
+    """The tables of one prefix in the layout of ``version`` (older layouts exist for upgrades)."""
+
+    def __init__(self, prefix: str, dialect: Dialect, version: int = SCHEMA_VERSION) -> None:
+        if not PREFIX.fullmatch(prefix):
+            raise ConfigError(
+                f"SQL table prefix {prefix!r}: use a letter, then letters, digits or _ (max 40)"
+            )
+        self.prefix, self.version = prefix, version
+        self.metadata = sa.MetaData()
+        options = dialect.table_options
+        p = prefix
+        self.values = sa.Table(
+            f"{p}_values",
+            self.metadata,
+            sa.Column("key", KEY, primary_key=True),
+            sa.Column("chunk", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("data", BLOB, nullable=False),
+            *([sa.Column("written", sa.Double)] if version >= 1 else []),
+            # large rows: SQLite keeps them in a rowid table, not in the key's b-tree
+            **{k: v for k, v in options.items() if not k.startswith("sqlite")},
+        )
+        self.calls = sa.Table(
+            f"{p}_calls",
+            self.metadata,
+            sa.Column("key", KEY, primary_key=True),
+            sa.Column("name", NAME(NAME_LENGTH), nullable=False),
+            sa.Column("module", NAME(NAME_LENGTH)),
+            sa.Column("version", NAME(VERSION_LENGTH)),
+            sa.Column("code_digest", KEY),
+            sa.Column("result", KEY),
+            sa.Column("created", sa.Double),
+            sa.Column("record", TEXT, nullable=False),
+            sa.Column("checksum", sa.BigInteger, nullable=False),
+            sa.Index(f"{p}_calls_function", "name", "module", "version"),
+            sa.Index(f"{p}_calls_created", "created"),
+            **options,
+        )
+        self.arguments = sa.Table(
+            f"{p}_arguments",
+            self.metadata,
+            sa.Column("call_key", KEY, primary_key=True),
+            sa.Column("name", NAME(NAME_LENGTH), primary_key=True),
+            sa.Column("digest", KEY, nullable=False),
+            sa.Index(f"{p}_arguments_value", "name", "digest", "call_key"),
+            **options,
+        )
+        if version < 1:  # the arguments table came with version 1
+            self.metadata.remove(self.arguments)
+        self.schema = sa.Table(
+            f"{p}_schema",
+            self.metadata,
+            sa.Column("name", NAME(64), primary_key=True),
+            sa.Column("value", sa.Integer, nullable=False),
+            **options,
+        )
+
+    def create(self, conn: sa.Connection) -> None:
+        """Create every table and index that does not exist yet."""
+        for table in self.metadata.sorted_tables:
+            conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
+            for index in table.indexes:
+                conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+
+    def drop(self, conn: sa.Connection) -> None:
+        """Drop every table of this prefix (tests and ``fleche clear`` of a whole database)."""
+        for table in reversed(self.metadata.sorted_tables):
+            conn.execute(sa.schema.DropTable(table, if_exists=True))
+
+
+def clip(text: str | None, length: int = NAME_LENGTH) -> str | None:
+    """An indexed column's value: long texts are cut, and queries re-check the full record."""
+    return text if text is None or len(text) <= length else text[:length]
+
+
+def version_text(version: Any) -> str | None:
+    """The ``version`` column: the version as JSON (versions may be any JSON value), clipped."""
+    if version is None:
+        return None
+    return clip(json.dumps(version, sort_keys=True), VERSION_LENGTH)
+
+
+# --- versions and upgrades -------------------------------------------------------------------------
+def _read_versions(conn: sa.Connection, tables: Tables) -> dict[str, int] | None:
+    if not sa.inspect(conn).has_table(tables.schema.name):
+        return None
+    rows = conn.execute(sa.select(tables.schema.c.name, tables.schema.c.value)).all()
+    return {str(name): int(value) for name, value in rows}
+
+
+def _check(found: dict[str, int], where: str) -> int:
+    """The schema version found; ``ConfigError`` for another digest scheme or a newer layout."""
+    scheme = found.get("digest_scheme")
+    if scheme != SCHEME_VERSION:
+        raise ConfigError(
+            f"{where} holds digest scheme {scheme}, but this fleche uses digest scheme "
+            f"{SCHEME_VERSION}: its keys would never match; use another database or table prefix"
+        )
+    version = found.get("schema", 0)
+    if version > SCHEMA_VERSION:
+        raise ConfigError(
+            f"{where} has schema version {version}, newer than this fleche knows "
+            f"({SCHEMA_VERSION}); upgrade fleche"
+        )
+    return version
+
+
+def ensure_schema(engine: sa.Engine, prefix: str, dialect: Dialect, where: str) -> None:
+    """Create the tables of ``prefix``, or check and upgrade the ones found (once per opening).
+
+    Raises ``ConfigError`` when the tables were written with another digest scheme or by a newer
+    fleche. Creation and upgrades run under a schema lock, so concurrent openers wait.
+    """
+    with engine.connect() as conn:
+        found = _read_versions(conn, Tables(prefix, dialect))
+    if found is not None and _check(found, where) == SCHEMA_VERSION:
+        return
+    with (
+        engine.connect().execution_options(fleche_immediate=True) as conn,
+        conn.begin(),
+        dialect.schema_lock(conn, prefix),
+    ):
+        tables = Tables(prefix, dialect)
+        found = _read_versions(conn, tables)
+        if found is None:
+            tables.create(conn)
+            _set(conn, tables, "digest_scheme", SCHEME_VERSION)
+            _set(conn, tables, "schema", SCHEMA_VERSION)
+            return
+        version = _check(found, where)
+        while version < SCHEMA_VERSION:
+            log.info("upgrading the SQL tables %s_* from version %d", prefix, version)
+            UPGRADES[version](conn, Tables(prefix, dialect, version + 1))
+            version += 1
+            _set(conn, tables, "schema", version)
+
+
+def _set(conn: sa.Connection, tables: Tables, name: str, value: int) -> None:
+    table = tables.schema
+    updated = conn.execute(sa.update(table).where(table.c.name == name).values(value=value))
+    if not updated.rowcount:
+        conn.execute(sa.insert(table).values(name=name, value=value))
+
+
+def _upgrade_0_to_1(conn: sa.Connection, new: Tables) -> None:
+    """Version 1 adds ``values.written`` (for gc's grace period) and the arguments table."""
+    column = new.values.c.written
+    kind = column.type.compile(dialect=conn.dialect)
+    conn.exec_driver_sql(f"ALTER TABLE {_quoted(conn, new.values)} ADD COLUMN written {kind}")
+    # their age is unknown: count it from now, so gc's grace period protects them once more
+    conn.execute(sa.update(new.values).values(written=time.time()))
+    new.create(conn)
+    rows = conn.execute(sa.select(new.calls.c.key, new.calls.c.record)).all()
+    arguments: list[dict[str, Any]] = []
+    for key, record in rows:
+        try:
+            names = json.loads(record)["arguments"]
+        except (ValueError, KeyError, TypeError):  # a corrupt record: its load will evict it
+            continue
+        arguments.extend(
+            {"call_key": key, "name": clip(n), "digest": d} for n, d in dict(names).items()
+        )
+    if arguments:
+        conn.execute(sa.insert(new.arguments), arguments)
+
+
+def _quoted(conn: sa.Connection, table: sa.Table) -> str:
+    return conn.dialect.identifier_preparer.format_table(table)
+
+
+UPGRADES: dict[int, Callable[[sa.Connection, Tables], None]] = {0: _upgrade_0_to_1}
+"""``UPGRADES[n]`` migrates the tables from version n to n + 1 (in the caller's transaction)."""
+
+
+# --- queries ---------------------------------------------------------------------------------------
+def query_statement(tables: Tables, template: QueryCall) -> sa.Select[Any]:
+    """One indexed SELECT of (key, record, checksum) for the calls that may match ``template``.
+
+    Name, module, version, code digest, result and argument digests are matched in the database
+    (one join on the arguments index per fixed argument, EXISTS for "present, any value"); the
+    caller re-checks each row with ``template.matches`` (metadata, clipped columns).
+    """
+    calls = tables.calls
+    stmt = sa.select(calls.c.key, calls.c.record, calls.c.checksum)
+    conditions = []
+    for column, wanted in (
+        (calls.c.name, clip(template.name)),
+        (calls.c.module, clip(template.module)),
+        (calls.c.version, version_text(template.version)),
+        (calls.c.code_digest, template.code_digest),
+        (calls.c.result, None if template.result is None else digest(template.result)),
+    ):
+        if wanted is not None:
+            conditions.append(column == wanted)
+    for position, (name, wanted_digest) in enumerate(template.argument_digests().items()):
+        argument = tables.arguments.alias(f"a{position}")
+        on = sa.and_(argument.c.call_key == calls.c.key, argument.c.name == clip(name))
+        if wanted_digest is None:
+            conditions.append(sa.exists().where(on))
+        else:
+            stmt = stmt.join(argument, sa.and_(on, argument.c.digest == wanted_digest))
+    return stmt.where(*conditions)
