@@ -1,0 +1,227 @@
+"""Lazy query results over stored calls (SPEC section 9).
+
+A ``QueryIterator`` holds a template and a chain of refinements; nothing is read until it is iterated,
+and each record's arguments and result load only when accessed.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib.util
+import itertools
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from .call import LazyCall, QueryCall
+
+if TYPE_CHECKING:
+    from .caches import BaseCache
+
+__all__ = ["QueryIterator"]
+
+
+class QueryIterator:
+    """The stored calls matching a template: iterate, count, refine, load, evict or transfer them."""
+
+    def __init__(
+        self,
+        cache: BaseCache,
+        template: QueryCall,
+        filters: tuple[Callable[[LazyCall], bool], ...] = (),
+        order: tuple[Callable[[LazyCall], Any], bool] | None = None,
+        window: tuple[int, int | None] = (0, None),
+    ) -> None:
+        self.cache = cache
+        self.template = template
+        self._filters = filters
+        self._order = order
+        self._window = window
+
+    def _refine(self, **changes: Any) -> QueryIterator:
+        fields = {
+            "filters": self._filters,
+            "order": self._order,
+            "window": self._window,
+            **changes,
+        }
+        return QueryIterator(self.cache, self.template, **fields)
+
+    def __iter__(self) -> Iterator[LazyCall]:
+        calls: Iterator[LazyCall] = (
+            LazyCall(key, record, self.cache)
+            for key, record in self.cache._query_records(self.template)
+        )
+        for predicate in self._filters:
+            calls = filter(predicate, calls)
+        if self._order is not None:
+            key, reverse = self._order
+            calls = iter(sorted(calls, key=key, reverse=reverse))
+        start, stop = self._window
+        return itertools.islice(calls, start, stop)
+
+    def count(self) -> int:
+        """How many calls match."""
+        return sum(1 for _ in self)
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def any(self) -> bool:
+        """True when at least one call matches."""
+        return next(iter(self), None) is not None
+
+    def only(self) -> LazyCall:
+        """The one matching call; ``KeyError`` when none, ``ValueError`` when several match."""
+        found = list(itertools.islice(iter(self), 2))
+        if not found:
+            raise KeyError("no stored call matches the query")
+        if len(found) > 1:
+            raise ValueError(f"{self.count()} stored calls match the query; expected exactly one")
+        return found[0]
+
+    def take(self, n: int) -> QueryIterator:
+        """At most the first ``n`` matches."""
+        start, stop = self._window
+        end = start + n if stop is None else min(stop, start + n)
+        return self._refine(window=(start, end))
+
+    def skip(self, n: int) -> QueryIterator:
+        """All but the first ``n`` matches."""
+        start, stop = self._window
+        return self._refine(window=(start + n if stop is None else min(stop, start + n), stop))
+
+    def filter(self, predicate: Callable[[LazyCall], bool]) -> QueryIterator:
+        """Only the matches for which ``predicate(call)`` is true."""
+        if self._window != (0, None) or self._order is not None:
+            return _materialised(self)._refine(filters=(predicate,))
+        return self._refine(filters=(*self._filters, predicate))
+
+    def sorted(self, key: Callable[[LazyCall], Any] | None = None, reverse: bool = False
+               ) -> QueryIterator:  # fmt: skip
+        """The matches ordered by ``key(call)`` (default: when they were stored)."""
+        base = self if self._window == (0, None) else _materialised(self)
+        return base._refine(order=(key or _created, reverse))
+
+    def latest(self) -> LazyCall:
+        """The most recently stored match; ``KeyError`` when none."""
+        return _single(self.sorted(reverse=True), "latest")
+
+    def oldest(self) -> LazyCall:
+        """The first stored match; ``KeyError`` when none."""
+        return _single(self.sorted(), "oldest")
+
+    def results(self) -> list[Any]:
+        """The results of every match, loaded."""
+        return [call.result for call in self]
+
+    def keys(self) -> list[str]:
+        """The lookup keys of every match."""
+        return [call.key for call in self]
+
+    def evict(self) -> int:
+        """Remove every matching call record; returns how many were removed."""
+        removed = 0
+        for call in list(self):
+            try:
+                self.cache.evict(call.key)
+                removed += 1
+            except KeyError:
+                pass
+        return removed
+
+    def transfer(self, other: BaseCache, pop: bool = False, overwrite: bool = False) -> int:
+        """Copy the matches (records and their values) into ``other``; returns how many."""
+        copied = 0
+        for call in list(self):
+            if transfer_call(self.cache, call, other, overwrite=overwrite):
+                copied += 1
+                if pop:
+                    self.cache.evict(call.key)
+        return copied
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per match: key, function, arguments, result and when it was stored."""
+        rows = []
+        for call in self:
+            row: dict[str, Any] = {"key": call.key, "function": call.name}
+            for name in call.arguments:
+                try:
+                    row[name] = call.arguments[name]
+                except KeyError:
+                    row[name] = call.record.arguments[name]
+            row["result"] = call.result
+            row["created"] = call.created
+            rows.append(row)
+        return rows
+
+    def table(self) -> Any:
+        """A pandas DataFrame of :meth:`rows` when pandas is installed, else the list of dicts."""
+        rows = self.rows()
+        if importlib.util.find_spec("pandas") is None:
+            return rows
+        import pandas as pd
+
+        return pd.DataFrame(rows)
+
+    def _repr_html_(self) -> str:
+        rows = self.take(50).rows()
+        if not rows:
+            return "<p>no stored calls match</p>"
+        columns = list(dict.fromkeys(c for row in rows for c in row))
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+        body = "".join(
+            "<tr>"
+            + "".join(f"<td>{html.escape(_short(row.get(c, '')))}</td>" for c in columns)
+            + "</tr>"
+            for row in rows
+        )
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def __repr__(self) -> str:
+        return f"QueryIterator({self.template!r})"
+
+
+def transfer_call(source: BaseCache, call: LazyCall, other: BaseCache, overwrite: bool = False
+                  ) -> bool:  # fmt: skip
+    """Copy one stored call (its values first, then its record) into ``other``.
+
+    Returns False when ``other`` already has it and ``overwrite`` is off, or its result is gone.
+    """
+    from .call import NO_RESULT
+
+    if not overwrite and other.contains(call.key):
+        return False
+    values = []
+    for value_key in call.record.arguments.values():
+        try:
+            values.append((value_key, source.load_value(value_key)))
+        except KeyError:  # an argument recorded by digest only
+            continue
+    if call.record.result is not NO_RESULT:
+        try:
+            values.append((call.record.result, source.load_value(call.record.result)))
+        except KeyError:
+            return False  # never copy a record without its result
+    other._store(call.key, call.record, values)
+    return True
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _created(call: LazyCall) -> float:
+    return call.created
+
+
+def _single(result: QueryIterator, what: str) -> LazyCall:
+    for call in result.take(1):
+        return call
+    raise KeyError(f"no stored call matches the query (asked for the {what})")
+
+
+def _materialised(result: QueryIterator) -> QueryIterator:
+    calls = list(result)
+    keys = {call.key for call in calls}
+    return QueryIterator(result.cache, result.template, filters=(lambda c: c.key in keys,))
