@@ -1,0 +1,69 @@
+"""``.bind()`` carries the active cache and metadata into worker processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+
+from fleche import cache, fleche, meta, tags
+from fleche.config import cache_from_config, cache_from_url
+from fleche.metadata import Runtime
+
+
+@fleche
+def square(x: int) -> int:
+    return x * x
+
+
+@pytest.mark.parametrize("start", ["spawn", "fork"])
+def test_bound_calls_land_in_the_shared_cache_with_their_metadata(tmp_path, start) -> None:
+    shared = cache_from_url(f"file://{tmp_path / 'shared'}")
+    with cache(shared), tags(run="pool", start=start), meta(Runtime()):
+        work = square.bind()
+    context = multiprocessing.get_context(start)
+    with ProcessPoolExecutor(2, mp_context=context) as pool:
+        assert list(pool.map(work, range(5))) == [0, 1, 4, 9, 16]
+    with cache(shared):
+        stored = square.query()
+        assert stored.count() == 5
+        assert sorted(call.result for call in stored) == [0, 1, 4, 9, 16]
+        for call in stored:
+            assert call.metadata["tags"] == {"run": "pool", "start": start}
+            assert call.metadata["runtime"]["duration"] >= 0
+        assert square.contains(3)
+    # the parent's own active cache was left alone
+    assert not cache().contains(square.digest(3))
+
+
+def test_bound_arguments_are_partial(tmp_path) -> None:
+    shared = cache_from_url(f"file://{tmp_path / 'shared'}")
+    with cache(shared):
+        bound = square.bind(7)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        assert pool.submit(bound).result() == 49
+    with cache(shared):
+        assert square.load(7) == 49
+
+
+def test_a_cache_built_from_a_url_pickles_as_its_url(tmp_path) -> None:
+    url = f"file://{tmp_path / 'c'}"
+    built = cache_from_url(url)
+    data = pickle.dumps(built)
+    assert url.encode() in data
+    assert b"FileBackend" not in data and b"ValueFiles" not in data  # no storage objects inside
+    assert pickle.loads(data) == built
+
+
+def test_caches_built_from_config_pickle_as_their_urls(tmp_path) -> None:
+    config = [
+        {"url": "memory://"},
+        {"url": f"file://{tmp_path / 'team'}", "read_only": True},
+        {"values": f"file://{tmp_path / 'v'}", "calls": f"file://{tmp_path / 'c'}"},
+    ]
+    built = cache_from_config(config)
+    again = pickle.loads(pickle.dumps(built))
+    assert again == built
+    assert str(tmp_path / "team").encode() in pickle.dumps(built)
