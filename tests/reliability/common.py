@@ -1,0 +1,87 @@
+"""Shared pieces of the fault-injection suite: counts, deterministic values, child processes.
+
+``FLECHE_STRESS=full`` (``nox -s stress``) runs every test at its full count; the default (CI) runs
+a small count. Each test states its count and its pass rule, and records its tallies in
+``tests/reliability/results/<test>.json`` so docs/reliability.md can quote the last full run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+FULL = os.environ.get("FLECHE_STRESS", "") == "full"
+RESULTS = Path(__file__).with_name("results")
+
+POOL = 40  # entries are drawn from a bounded pool so the store stays small
+BIG_EVERY = 10  # every tenth entry is a 20 MB array
+BIG_BYTES = 20 * 1024 * 1024
+
+
+def count(ci: int, full: int) -> int:
+    """The number of repetitions: small in CI, large under ``nox -s stress``."""
+    return full if FULL else ci
+
+
+def expected(i: int) -> Any:
+    """The value entry ``i`` must always hold: small dicts, and 20 MB arrays every tenth entry."""
+    if i % BIG_EVERY == 0:
+        array = np.arange(BIG_BYTES // 8, dtype=np.float64)
+        array += i
+        return array
+    return {"i": i, "payload": bytes([i % 256]) * (100 + i), "text": f"entry {i}"}
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equality that understands arrays."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (
+            isinstance(a, np.ndarray)
+            and isinstance(b, np.ndarray)
+            and a.shape == b.shape
+            and bool((a == b).all())
+        )
+    return bool(a == b)
+
+
+def spawn(*args: str) -> subprocess.Popen[str]:
+    """A child process running ``tests.reliability.child`` with ``args``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.reliability.child", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_ready(child: subprocess.Popen[str], timeout: float = 60) -> None:
+    """Block until the child printed ``ready`` (it opened its cache)."""
+    deadline = time.monotonic() + timeout
+    assert child.stdout is not None
+    while time.monotonic() < deadline:
+        line = child.stdout.readline()
+        if line.strip() == "ready":
+            return
+        if child.poll() is not None:
+            raise AssertionError(
+                f"child exited early: {child.stderr.read() if child.stderr else ''}"
+            )
+    raise AssertionError("child never became ready")
+
+
+def record(test: str, backend: str, tallies: dict[str, Any]) -> None:
+    """Append this run's tallies (used for the scorecard in docs/reliability.md)."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{test}.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[backend] = {**tallies, "mode": "full" if FULL else "ci", "when": time.time()}
+    path.write_text(json.dumps(data, indent=1, sort_keys=True))
