@@ -1,0 +1,86 @@
+"""Sizes and repeat counts of each run mode: smoke (seconds, for the tests), quick, full."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How big and how often. Every figure is the median of ``repeats`` runs after a warm-up."""
+
+    name: str
+    repeats: int  # timed runs per figure
+    keys: int  # W1: distinct keys cycled per run
+    misses: int  # W2: new calls per run
+    array_mb: int  # W3, W4: size of the array (MiB)
+    big_repeats: int  # W3, W4: timed runs (each moves array_mb)
+    scale: tuple[int, ...]  # W5, W8: stored calls at which hits are timed
+    probes: int  # W5: stored keys hit per run
+    slow_keys: int  # W6: keys both processes ask for
+    slow_seconds: float  # W6: time one body takes
+    startup_runs: int  # W7: fresh processes per import time
+    first_call_runs: int  # W7: fresh processes per first-call figure
+    scale_peers: tuple[str, ...]  # W5: the peers filled to the largest size in this mode
+    digest_mb: int  # memory: size of the array digested
+    timeout: float  # seconds one worker may take before it is killed and reported
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+MODES = {
+    "smoke": Mode(
+        name="smoke",
+        repeats=2,
+        keys=20,
+        misses=20,
+        array_mb=1,
+        big_repeats=2,
+        scale=(50, 200),
+        probes=20,
+        slow_keys=3,
+        slow_seconds=0.02,
+        startup_runs=2,
+        first_call_runs=1,
+        scale_peers=("lru_cache", "cachetools", "joblib", "diskcache", "cachier"),
+        digest_mb=4,
+        timeout=60,
+    ),
+    "quick": Mode(
+        name="quick",
+        repeats=7,
+        keys=1000,
+        misses=300,
+        array_mb=100,
+        big_repeats=5,
+        scale=(1000, 10_000),
+        probes=1000,
+        slow_keys=40,
+        slow_seconds=0.05,
+        startup_runs=5,
+        first_call_runs=3,
+        # joblib and cachier take 15 s and 45 s to store 10,000 calls here: --full only
+        scale_peers=("lru_cache", "cachetools", "diskcache"),
+        digest_mb=1024,
+        timeout=180,
+    ),
+    "full": Mode(
+        name="full",
+        repeats=11,
+        keys=1000,
+        misses=1000,
+        array_mb=100,
+        big_repeats=9,
+        scale=(1000, 10_000, 100_000),
+        probes=1000,
+        slow_keys=40,
+        slow_seconds=0.05,
+        startup_runs=11,
+        first_call_runs=5,
+        scale_peers=("lru_cache", "cachetools", "joblib", "diskcache", "cachier"),
+        digest_mb=1024,
+        timeout=3600,
+    ),
+}

@@ -1,0 +1,115 @@
+"""W5 (hit latency and footprint as the store grows) and W8 (query, expand, shrink at scale).
+
+One worker fills its subject in steps (``mode.scale``), timing hits on keys spread over the whole
+store at each step, so the 1,000-entry and the 10,000-entry figures come from the same process.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from . import bodies
+from .modes import Mode
+from .subjects import FlecheSubject, Subject
+from .timing import budgeted, current_rss, peak_rss, per_call
+
+
+def fill(subject: Subject, f: Any, start: int, stop: int) -> float:
+    """Store calls ``start..stop-1`` the fastest way the library allows; returns seconds."""
+    began = time.perf_counter()
+    with subject.bulk():
+        for i in range(start, stop):
+            f(i, bodies.group(i))
+    return time.perf_counter() - began
+
+
+def hits(f: Any, stored: int, mode: Mode) -> dict[str, Any]:
+    """Microseconds per hit over ``mode.probes`` stored keys drawn from the whole store."""
+    probe = random.Random(stored).sample(range(stored), min(mode.probes, stored))
+    keys = [(i, bodies.group(i)) for i in probe]
+
+    def run() -> int:
+        for a, b in keys:
+            f(a, b)
+        return len(keys)
+
+    return per_call(run, mode.repeats)
+
+
+def queries(subject: FlecheSubject, f: Any, stored: int) -> dict[str, Any]:
+    """W8: query by one argument (1 match and 1% matches), expand and shrink a key."""
+    pick = random.Random(-stored).sample(range(stored), 20)
+    keys = [f.digest(i, bodies.group(i)) for i in pick]
+    cache = subject.cache
+    budget = 1.0 if stored <= 10_000 else 2.0
+
+    rotation = iter(range(10**9))
+
+    def one() -> None:
+        i = pick[next(rotation) % len(pick)]
+        found = list(f.query(a=i))
+        assert len(found) == 1, f"query(a={i}) found {len(found)} calls"
+
+    def group() -> None:
+        n = f.query(b=bodies.group(pick[0])).count()
+        assert n == len(range(pick[0] % 100, stored, 100)), n
+
+    def expand() -> None:
+        for key in keys:
+            assert cache.expand(key[:12]) == key
+
+    def shrink() -> None:
+        for key in keys:
+            cache.shrink(key)
+
+    return {
+        "query_one_s": budgeted(one, budget),
+        "query_group_s": budgeted(group, budget, at_most=50),
+        "group_size": len(range(pick[0] % 100, stored, 100)),
+        "expand_us": _per_key(budgeted(expand, budget), len(keys)),
+        "shrink_us": _per_key(budgeted(shrink, budget), len(keys)),
+    }
+
+
+def _per_key(stats: dict[str, Any], n: int) -> dict[str, Any]:
+    return {
+        k: (v / n * 1e6 if k != "samples" else [s / n * 1e6 for s in v]) for k, v in stats.items()
+    }
+
+
+def w5_scale(subject: Subject, mode: Mode, workloads: set[str]) -> dict[str, Any]:
+    """Fill to each size of ``mode.scale`` and measure what ``workloads`` (W5, W8) ask for."""
+    f = subject.decorate(bodies.small)
+    rss_before = current_rss()
+    steps: list[dict[str, Any]] = []
+    stored = 0
+    for size in mode.scale:
+        step: dict[str, Any] = {"stored": size, "fill_s": fill(subject, f, stored, size)}
+        stored = size
+        if "W5" in workloads:
+            step["hit_us"] = hits(f, stored, mode)
+            step["footprint"] = subject.footprint()
+            step["rss_added"] = current_rss() - rss_before
+        if "W8" in workloads and isinstance(subject, FlecheSubject):
+            step.update(queries(subject, f, stored))
+        steps.append(step)
+    result: dict[str, Any] = {"steps": steps}
+    if "memory" in workloads and isinstance(subject, FlecheSubject) and subject.persistent:
+        result["open"] = _open_in_fresh_process(subject, mode, stored)
+    return result
+
+
+def _open_in_fresh_process(subject: FlecheSubject, mode: Mode, stored: int) -> dict[str, Any]:
+    """Peak RSS of a fresh process that opens this store and serves hits from it."""
+    from .worker import run_child
+
+    return run_child("mem-open", subject, mode, {"stored": stored})
+
+
+def mem_open(subject: Subject, mode: Mode, stored: int) -> dict[str, Any]:
+    """In a fresh process: open the store, hit ``mode.probes`` keys, report peak RSS."""
+    f = subject.decorate(bodies.small)
+    hit = hits(f, stored, mode)
+    return {"stored": stored, "peak_rss": peak_rss(), "hit_us": hit}

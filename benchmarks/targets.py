@@ -1,0 +1,185 @@
+"""The targets of the performance issue, each judged from one run: PASS, MISS, or not measured."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .fmt import MIB, get, median, sig, size, table, us
+from .runner import FLECHE
+
+PERSISTENT_FLECHE = [s for s in FLECHE if s != "fleche-memory"]
+Verdict = tuple[str, str]  # (measured, PASS | MISS | not measured)
+NOT_MEASURED = "not measured"
+
+
+def _status(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def _short(subject: str) -> str:
+    return subject.removeprefix("fleche-")
+
+
+def memory_hit(r: dict[str, Any]) -> Verdict:
+    hit = median(r, "W1", "fleche-memory", "hit_us")
+    return (NOT_MEASURED, NOT_MEASURED) if hit is None else (us(hit), _status(hit < 10))
+
+
+def embedded_hit(r: dict[str, Any]) -> Verdict:
+    mine, theirs = (median(r, "W1", s, "hit_us") for s in ("fleche-embedded", "diskcache"))
+    if mine is None or theirs is None:
+        return NOT_MEASURED, NOT_MEASURED
+    return f"{us(mine)} vs {us(theirs)} ({sig(mine / theirs, 2)}x)", _status(mine <= theirs / 2)
+
+
+def embedded_miss(r: dict[str, Any]) -> Verdict:
+    mine, theirs = (median(r, "W2", s, "miss_us") for s in ("fleche-embedded", "diskcache"))
+    if mine is None or theirs is None:
+        return NOT_MEASURED, NOT_MEASURED
+    return f"{us(mine)} vs {us(theirs)} ({sig(mine / theirs, 2)}x)", _status(mine <= theirs)
+
+
+def _each(r: dict[str, Any], subjects: list[str], value: Callable[[str], float | None],
+          show: Callable[[float], str], ok: Callable[[float], bool]) -> Verdict:  # fmt: skip
+    """One verdict over several backends: every measured one must pass; the unmeasured are named."""
+    parts, passed, missing = [], True, []
+    for s in subjects:
+        v = value(s)
+        if v is None:
+            missing.append(_short(s))
+            continue
+        parts.append(f"{_short(s)} {show(v)}")
+        passed &= ok(v)
+    if not parts:
+        return NOT_MEASURED, NOT_MEASURED
+    text = ", ".join(parts)
+    if missing:
+        text += f"; not measured: {', '.join(missing)}"
+    return text, _status(passed)
+
+
+def digest_speed(r: dict[str, Any]) -> Verdict:
+    return _each(
+        r, list(FLECHE), lambda s: get(r, "W3", s, "fraction_of_xxh3"),
+        lambda v: f"{100 * v:.0f}%", lambda v: v >= 0.7,
+    )  # fmt: skip
+
+
+def digest_rss(r: dict[str, Any]) -> Verdict:
+    parts, passed = [], True
+    for layout in ("C", "F"):
+        node = r.get(f"mem-digest-{layout}") or {}
+        if "added_rss" in node:
+            parts.append(f"{layout} order +{size(node['added_rss'])} over {size(node['bytes'])}")
+            passed &= node["added_rss"] < 16 * MIB and node["bytes"] >= 1 << 30
+    if not parts:
+        return NOT_MEASURED, NOT_MEASURED
+    return ", ".join(parts), _status(passed)
+
+
+def store_load_rss(r: dict[str, Any]) -> Verdict:
+    return _each(
+        r, list(FLECHE), lambda s: get(r, "mem-store", s, "peak_over_size"),
+        lambda v: f"{sig(v, 2)}x", lambda v: v < 2.5,
+    )  # fmt: skip
+
+
+def np_floor(r: dict[str, Any]) -> Verdict:
+    def worst(s: str) -> float | None:
+        node = get(r, "W4", s)
+        if not node or "store_vs_np_save" not in node:
+            return None
+        return max(node["store_vs_np_save"], node["load_vs_np_load"])
+
+    return _each(
+        r, ["fleche-file", "fleche-embedded"], worst,
+        lambda v: f"worst of store/load {sig(v, 2)}x", lambda v: v <= 1.5,
+    )  # fmt: skip
+
+
+def _steps(r: dict[str, Any], s: str) -> list[dict[str, Any]]:
+    return get(r, "scale", s, "steps") or []
+
+
+def flat_hits(r: dict[str, Any]) -> Verdict:
+    def growth(s: str) -> float | None:
+        steps = _steps(r, s)
+        if len(steps) < 2:
+            return None
+        return median(steps[-1], "hit_us") / median(steps[0], "hit_us")
+
+    measured, status = _each(
+        r, PERSISTENT_FLECHE, growth, lambda v: f"{sig(v, 2)}x", lambda v: v <= 1.5
+    )
+    return _at_size(r, measured, status, 100_000)
+
+
+def small_footprint(r: dict[str, Any]) -> Verdict:
+    steps = _steps(r, "fleche-embedded")
+    if not steps or not steps[-1].get("footprint"):
+        return NOT_MEASURED, NOT_MEASURED
+    stored, used = steps[-1]["stored"], steps[-1]["footprint"]["bytes"]
+    per_100k = used / stored * 100_000
+    measured = f"{size(used)} for {stored:,} calls ({size(per_100k)} per 100,000)"
+    return _at_size(r, measured, _status(per_100k < 60 * MIB), 100_000)
+
+
+def _at_size(r: dict[str, Any], measured: str, status: str, wanted: int) -> Verdict:
+    """Say so when the target names a size this run did not reach (quick mode)."""
+    largest = max((st["stored"] for s in FLECHE for st in _steps(r, s)), default=0)
+    if status in ("PASS", "MISS") and largest < wanted:
+        return f"{measured} (at {largest:,}; the target is at {wanted:,}: run --full)", status + "?"
+    return measured, status
+
+
+def single_flight(r: dict[str, Any]) -> Verdict:
+    def runs(s: str) -> float | None:
+        node = get(r, "W6", s)
+        if not node or "body_runs" not in node:
+            return None
+        return -1 if node["hang"] else node["body_runs"]
+
+    keys = next((n["keys"] for n in (r.get("W6") or {}).values() if "keys" in n), 40)
+    return _each(
+        r, PERSISTENT_FLECHE, runs,
+        lambda v: "hung" if v < 0 else f"{v:.0f}", lambda v: v == keys,
+    )  # fmt: skip
+
+
+def import_time(r: dict[str, Any]) -> Verdict:
+    node = get(r, "imports", "fleche")
+    if not node or "import_s" not in node:
+        return NOT_MEASURED, NOT_MEASURED
+    return f"{sig(node['import_s'] * 1e3)} ms", _status(node["import_s"] < 0.1)
+
+
+TARGETS: list[tuple[str, str, Callable[[dict[str, Any]], Verdict]]] = [
+    ("W1", "memory hit < 10 µs", memory_hit),
+    ("W1", "embedded hit at most half of diskcache's", embedded_hit),
+    ("W2", "embedded miss + store no slower than diskcache's", embedded_miss),
+    ("W3", "hit with a 100 MiB argument ≥ 70% of raw xxh3 speed (every backend)", digest_speed),
+    ("memory", "digesting a 1 GiB array adds < 16 MiB RSS", digest_rss),
+    ("memory", "storing + loading a 100 MiB result peaks < 2.5x its size", store_load_rss),
+    ("W4", "100 MiB store and load within 1.5x of np.save / np.load (file, embedded)", np_floor),
+    ("W5", "hit at 100,000 stored within 1.5x of at 1,000 (every persistent backend)", flat_hits),
+    ("W5", "embedded: 100,000 small entries < 60 MiB on disk", small_footprint),
+    ("W6", "body runs exactly once per key, no hang (every persistent backend)", single_flight),
+    ("W7", "import fleche < 100 ms", import_time),
+]
+
+
+def verdicts(results: dict[str, Any]) -> list[dict[str, str]]:
+    """Every target with its measured value and status (for the JSON and the table)."""
+    found = []
+    for workload, target, judge in TARGETS:
+        measured, status = judge(results)
+        found.append(
+            {"workload": workload, "target": target, "measured": measured, "status": status}
+        )
+    return found
+
+
+def targets_table(found: list[dict[str, str]]) -> str:
+    rows = [[v["workload"], v["target"], v["measured"], f"**{v['status']}**"] for v in found]
+    return table(["", "target", "measured", "status"], rows)

@@ -1,0 +1,74 @@
+"""Timing and memory probes shared by the workers: medians after a warm-up, RSS from the kernel."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+MIB = 1 << 20
+
+
+def summary(samples: list[float]) -> dict[str, Any]:
+    """Median, min, max and the raw samples (the median is the figure quoted)."""
+    return {
+        "median": statistics.median(samples),
+        "min": min(samples),
+        "max": max(samples),
+        "samples": samples,
+    }
+
+
+def per_call(run: Callable[[], int], repeats: int, warmup: int = 1) -> dict[str, Any]:
+    """Microseconds per call: ``run()`` makes some calls and returns how many; median of runs."""
+    for _ in range(warmup):
+        run()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        calls = run()
+        samples.append((time.perf_counter() - start) / calls * 1e6)
+    return summary(samples)
+
+
+def seconds(run: Callable[[], Any], repeats: int, warmup: int = 1) -> dict[str, Any]:
+    """Seconds per ``run()``: median of ``repeats`` runs after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        run()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        samples.append(time.perf_counter() - start)
+    return summary(samples)
+
+
+def budgeted(run: Callable[[], Any], budget: float, at_least: int = 3, at_most: int = 200) -> dict:
+    """Seconds per ``run()``, repeated until ``budget`` seconds are spent (bounded both ways)."""
+    run()
+    samples: list[float] = []
+    deadline = time.perf_counter() + budget
+    while len(samples) < at_most and (len(samples) < at_least or time.perf_counter() < deadline):
+        start = time.perf_counter()
+        run()
+        samples.append(time.perf_counter() - start)
+    return summary(samples)
+
+
+def peak_rss() -> int:
+    """Peak resident set size of this process so far, in bytes."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
+
+
+def current_rss() -> int:
+    """Resident set size now, in bytes (Linux; falls back to the peak elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except OSError:
+        return peak_rss()
+    return pages * resource.getpagesize()

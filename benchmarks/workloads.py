@@ -1,0 +1,137 @@
+"""W1-W4: hit and miss latency, large arguments and large results (run inside one worker)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from . import bodies
+from .modes import Mode
+from .subjects import Subject
+from .timing import MIB, per_call, summary
+
+
+def w1_hit(subject: Subject, mode: Mode) -> dict[str, Any]:
+    """Hit latency of ``f(a: int, b: str)`` over ``mode.keys`` stored keys, cycled."""
+    f = subject.decorate(bodies.small)
+    keys = [(i, "x") for i in range(mode.keys)]
+    for a, b in keys:
+        f(a, b)
+
+    def run() -> int:
+        for a, b in keys:
+            f(a, b)
+        return len(keys)
+
+    return {"hit_us": per_call(run, mode.repeats)}
+
+
+def w2_miss(subject: Subject, mode: Mode) -> dict[str, Any]:
+    """Miss + store latency: each run calls ``f`` with ``mode.misses`` keys never seen before."""
+    f = subject.decorate(bodies.small)
+    counter = iter(range(10**9))
+
+    def run() -> int:
+        start = next(counter) * mode.misses
+        for i in range(start, start + mode.misses):
+            f(i, "miss")
+        return mode.misses
+
+    return {"miss_us": per_call(run, mode.repeats)}
+
+
+def _array(mb: int) -> Any:
+    import numpy as np
+
+    return np.random.default_rng(0).random(mb * MIB // 8)
+
+
+def _xxh3(buffer: Any) -> None:
+    import xxhash
+
+    xxhash.xxh3_128(buffer).digest()
+
+
+def interleaved(runs: dict[str, Any], repeats: int, budget: float) -> dict[str, dict[str, Any]]:
+    """Seconds per run of each callable, taken in turn (so a change of load hits all alike).
+
+    One untimed warm-up round, then rounds until ``repeats`` are done or ``budget`` seconds are
+    spent, with at least three rounds.
+    """
+    for run in runs.values():
+        run()
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    deadline = time.perf_counter() + budget
+    for done in range(repeats):
+        if done >= 3 and time.perf_counter() > deadline:
+            break
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            samples[name].append(time.perf_counter() - start)
+    return {name: summary(values) for name, values in samples.items()}
+
+
+def w3_array_argument(subject: Subject, mode: Mode) -> dict[str, Any]:
+    """Hit with a large array argument, against raw xxh3-128 over the same buffer."""
+    arr = _array(mode.array_mb)
+    f = subject.decorate(bodies.array_argument)
+    start = time.perf_counter()
+    f(arr)  # the miss stores the argument too (fleche keeps argument values)
+    first = time.perf_counter() - start
+    timed = interleaved(
+        {"hit": lambda: f(arr), "xxh3": lambda: _xxh3(arr.data)}, mode.big_repeats, 8
+    )
+    hit, raw = timed["hit"], timed["xxh3"]
+    return {
+        "bytes": arr.nbytes,
+        "first_call_s": first,
+        "hit_s": hit,
+        "xxh3_s": raw,
+        "hit_gbps": arr.nbytes / hit["median"] / 1e9,
+        "xxh3_gbps": arr.nbytes / raw["median"] / 1e9,
+        "fraction_of_xxh3": raw["median"] / hit["median"],
+    }
+
+
+def w4_array_result(subject: Subject, mode: Mode) -> dict[str, Any]:
+    """Store (miss) and load (hit) of a large array result, against np.save / np.load on the
+    same disk, in the same process, taken in turn."""
+    import numpy as np
+
+    bodies.ARRAY = _array(mode.array_mb)
+    f = subject.decorate(bodies.big_result)
+    calls = iter(range(10**9))
+    current = [0]
+
+    def store() -> None:
+        current[0] = next(calls)
+        f(current[0])  # a miss: element 0 makes it a new value
+
+    def load() -> None:
+        loaded = f(current[0])
+        assert float(loaded[0]) == float(current[0]), "the hit returned another call's result"
+
+    with tempfile.TemporaryDirectory(dir=subject.workdir) as tmp:
+        path = Path(tmp) / "a.npy"
+        timed = interleaved(
+            {
+                "store": store,
+                "load": load,
+                "np_save": lambda: np.save(path, bodies.ARRAY),
+                "np_load": lambda: np.load(path),
+            },
+            mode.big_repeats,
+            15,
+        )
+    return {
+        "bytes": bodies.ARRAY.nbytes,
+        "store_s": timed["store"],
+        "load_s": timed["load"],
+        "np_save_s": timed["np_save"],
+        "np_load_s": timed["np_load"],
+        "store_vs_np_save": timed["store"]["median"] / timed["np_save"]["median"],
+        "load_vs_np_load": timed["load"]["median"] / timed["np_load"]["median"],
+    }

@@ -1,0 +1,97 @@
+"""The benchmark harness runs end to end and reports what it measured (never asserting timings)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the benchmarks package lives beside src/, not inside it
+
+from benchmarks import report, tables  # noqa: E402
+from benchmarks.modes import MODES  # noqa: E402
+from benchmarks.runner import run_worker  # noqa: E402
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_json_markdown_and_every_block(tmp_path):
+    out, doc, png = tmp_path / "r.json", tmp_path / "perf.md", tmp_path / "img" / "w5.png"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--smoke",
+            "--json",
+            str(out),
+            "--doc",
+            str(doc),
+            "--plot",
+            str(png),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = json.loads(out.read_text())
+    meta = run["meta"]
+    assert meta["mode"]["name"] == "smoke"
+    assert meta["machine"]["cores"] >= 1
+    assert meta["versions"]["python"] == sys.version.split()[0]
+    assert meta["command"].startswith("python -m benchmarks --smoke")
+    results = run["results"]
+    # the in-memory subjects need nothing but fleche: they always produce figures
+    for subject in ("fleche-memory", "lru_cache"):
+        assert results["W1"][subject]["hit_us"]["median"] > 0, results["W1"][subject]
+        assert results["W2"][subject]["miss_us"]["median"] > 0
+        assert len(results["scale"][subject]["steps"]) == len(MODES["smoke"].scale)
+    assert results["W3"]["fleche-memory"]["fraction_of_xxh3"] > 0
+    assert results["floors"]["xxh3_128_s"]["median"] > 0
+    assert results["mem-digest-C"]["added_rss"] >= 0
+    assert "fleche" in results["imports"]
+    # every other subject either ran or says why not: nothing is silently missing
+    for task, by_subject in results.items():
+        if task.startswith(("floors", "imports", "mem-digest")):
+            continue
+        for subject, node in by_subject.items():
+            assert node.keys() - {"worker_s", "rss_at_start"}, (task, subject)
+    assert {t["status"] for t in run["targets"]} <= {
+        "PASS",
+        "MISS",
+        "PASS?",
+        "MISS?",
+        "not measured",
+    }
+    text = doc.read_text()
+    for block in report.blocks(run, None):
+        assert f"<!-- bench:{block} -->" in text
+    assert "(block" not in text  # every marked block was generated
+    assert "| fleche-memory |" in text
+    assert "## W1" in done.stdout  # the tables are printed too
+
+
+def test_document_keeps_the_text_outside_generated_blocks(tmp_path):
+    doc = tmp_path / "perf.md"
+    doc.write_text(
+        "# Title\n\nhand-written\n\n<!-- bench:W1 -->\nold\n<!-- /bench:W1 -->\n\nmore\n"
+    )
+    report.write(doc, {"W1": "| new |"})
+    assert doc.read_text() == (
+        "# Title\n\nhand-written\n\n<!-- bench:W1 -->\n| new |\n<!-- /bench:W1 -->\n\nmore\n"
+    )
+
+
+def test_a_subject_that_cannot_run_is_reported_not_fatal(monkeypatch):
+    # nothing listens on port 1: the backend is unavailable or fails; either way the run goes on
+    monkeypatch.setenv("FLECHE_BENCH_REDIS_URL", "redis://127.0.0.1:1/0")
+    result = run_worker("W1", "fleche-redis", MODES["smoke"])
+    assert "unavailable" in result or "error" in result, result
+    text = tables.latency({"W1": {"fleche-redis": result}}, "W1", "hit_us")
+    assert "| fleche-redis | unavailable |" in text or "| fleche-redis | error |" in text
