@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .call import NO_RESULT, Call, DigestedCall, LazyCall, QueryCall, now
 from .digest import Digest
-from .errors import CorruptEntryWarning, IntegrityError, Rejected, SaveError
+from .errors import CorruptEntryWarning, IntegrityError, Rejected, SaveError, StorageError
 from .storage.base import (
     NULL_CONTEXT,
     CallMixin,
@@ -444,32 +444,43 @@ def save_call(
     """Store a computed call; arguments that cannot be stored are kept by digest only.
 
     The result is stored before the record, so no record ever points at a missing result. Returns
-    False (with a warning) when the result itself cannot be stored: nothing is recorded then.
+    False (with a warning) when the result or the record cannot be stored (a serialiser failure,
+    a full disk, a lost connection): the caller still gets its result, nothing is recorded then.
     """
     *arguments, (result_key, result) = values
-    with cache._operation_context(key, intent=Intent.WRITE):
-        if store_arguments:
-            for value_key, value in arguments:
-                try:
-                    cache._store_value(value_key, value)
-                except (SaveError, TypeError, ValueError, AttributeError) as e:
-                    log.debug("argument %s stored by digest only: %s", value_key, e)
-        try:
-            cache._store_value(result_key, result)
-        except Rejected:
-            raise
-        except Exception as e:  # any serialiser failure: the caller still gets its result
-            from .errors import UnstorableResultWarning
-
-            warnings.warn(
-                f"the result of {record.name} could not be stored ({type(e).__name__}: {e}); "
-                "it was returned without being cached",
-                UnstorableResultWarning,
-                stacklevel=4,
-            )
-            return False
-        cache._store_record(key, record)
+    try:
+        with cache._operation_context(key, intent=Intent.WRITE):
+            if store_arguments:
+                for value_key, value in arguments:
+                    try:
+                        cache._store_value(value_key, value)
+                    except (SaveError, TypeError, ValueError, AttributeError) as e:
+                        log.debug("argument %s stored by digest only: %s", value_key, e)
+            try:
+                cache._store_value(result_key, result)
+            except Rejected:
+                raise
+            except Exception as e:  # any serialiser failure: the caller still gets its result
+                _unstorable(record, e)
+                return False
+            cache._store_record(key, record)
+    except Rejected:
+        raise
+    except StorageError as e:  # the record (or its transaction) failed: nothing was recorded
+        _unstorable(record, e)
+        return False
     return True
+
+
+def _unstorable(record: DigestedCall, error: Exception) -> None:
+    from .errors import UnstorableResultWarning
+
+    warnings.warn(
+        f"the result of {record.name} could not be stored ({type(error).__name__}: {error}); "
+        "it was returned without being cached",
+        UnstorableResultWarning,
+        stacklevel=5,
+    )
 
 
 class VoidCache(Cache):

@@ -218,7 +218,8 @@ class Database:
                 try:
                     conn.execute("COMMIT")
                 except sqlite3.Error as e:
-                    conn.execute("ROLLBACK")
+                    if conn.in_transaction:  # SQLite rolls back by itself on some errors
+                        conn.execute("ROLLBACK")
                     after.clear()
                     _raise_save_error(e, f"cannot commit to {self.path}")
             else:
