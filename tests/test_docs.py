@@ -8,6 +8,7 @@ blocks of a page share their names, in order, under a fresh in-memory cache. Blo
 from __future__ import annotations
 
 import doctest
+import importlib.util
 import re
 from pathlib import Path
 
@@ -36,6 +37,22 @@ def interactive_blocks(text: str) -> str:
 def test_the_block_extractor_keeps_output_and_drops_fences() -> None:
     text = "intro\n```pycon\n>>> 1 + 1\n2\n```\n\n    ```pycon\n    >>> 'a'\n    'a'\n    ```\n"
     assert interactive_blocks(text) == "\n\n>>> 1 + 1\n2\n\n\n\n>>> 'a'\n'a'\n\n"
+
+
+def test_api_pages_render_doctests_as_code_and_roles_as_code() -> None:
+    spec = importlib.util.spec_from_file_location("griffe_fleche", DOCS / "griffe_fleche.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = "What.\n\n    >>> f(1)\n    2\n\nMore, see :func:`~fleche.config.g`.\n>>> x"
+    assert module.fence_doctests(text) == (
+        "What.\n\n    ```pycon\n    >>> f(1)\n    2\n    ```\n\nMore, see :func:`~fleche.config.g`."
+        "\n```pycon\n>>> x\n```"
+    )
+    assert (
+        module._ROLE.sub(lambda m: f"`{m[1]}`", "see :func:`~fleche.config.g`")
+        == "see `fleche.config.g`"
+    )
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(DOCS)) for p in PAGES])
