@@ -69,21 +69,48 @@ REQUIRE = _Marker("REQUIRE")
 
 
 class Ignored(Generic[T]):
-    """``x: Ignored[T]`` leaves the argument ``x`` out of the lookup key (like ``ignore=["x"]``)."""
+    """``x: Ignored[T]`` leaves the argument ``x`` out of the lookup key (like ``ignore=["x"]``).
+
+    >>> from fleche import fleche
+    >>> @fleche
+    ... def fit(x: int, verbose: Ignored[bool] = False) -> int:
+    ...     return x * 10
+    >>> fit.digest(1) == fit.digest(1, verbose=True)
+    True
+    """
 
     def __class_getitem__(cls, item: Any) -> Any:
         return Annotated[item, IGNORE]
 
 
 class Required(Generic[T]):
-    """``x: Required[T]``: only arguments marked so (or named in ``require=``) enter the key."""
+    """``x: Required[T]``: only arguments marked so (or named in ``require=``) enter the key.
+
+    >>> from fleche import fleche
+    >>> @fleche
+    ... def train(data: Required[str], workers: int = 4) -> int:
+    ...     return len(data)
+    >>> train.digest("abc", workers=1) == train.digest("abc", workers=8)
+    True
+    """
 
     def __class_getitem__(cls, item: Any) -> Any:
         return Annotated[item, REQUIRE]
 
 
 class Call:
-    """A function call: identity, bound arguments, metadata and (once computed) the result."""
+    """A function call: identity, bound arguments, metadata and (once computed) the result.
+
+    What ``f.call(...)`` returns; its :meth:`lookup_key` is the key a cached function uses.
+
+    >>> def area(w, h=2):
+    ...     return w * h
+    >>> call = Call.from_call(area, 3)
+    >>> call.name, dict(call.arguments)
+    ('area', {'w': 3, 'h': 2})
+    >>> call.lookup_key() == Call.from_call(area, w=3, h=2).lookup_key()
+    True
+    """
 
     __slots__ = ("arguments", "code_digest", "metadata", "module", "name", "result", "version")
 
@@ -159,16 +186,28 @@ class Call:
 
 
 class DigestedCall(Call):
-    """A call whose arguments and result are value digests: what a call storage keeps."""
+    """A call whose arguments and result are value digests: what a call storage keeps.
+
+    >>> from fleche.digest import digest
+    >>> def area(w, h=2):
+    ...     return w * h
+    >>> record = Call.from_call(area, 3).digested()
+    >>> record.arguments["w"] == digest(3)
+    True
+    >>> DigestedCall.from_record(record.to_record()).lookup_key() == record.lookup_key()
+    True
+    """
 
     __slots__ = ()
 
     def lookup_key(self) -> Digest:
+        """The digest under which this call's record is stored."""
         return lookup_key(
             self.name, self.module, self.version, self.code_digest, list(self.arguments.items())
         )
 
     def digested(self) -> DigestedCall:
+        """This call itself: it is digested already."""
         return self
 
     def to_record(self) -> dict[str, Any]:
@@ -203,6 +242,15 @@ class QueryCall(Call):
 
     An argument given as ``None`` means "present, any value"; ``D(None)`` asks for a literal None.
     Arguments match by digest, so a value and its ``Digest`` are the same template.
+    ``cache().query(template)`` takes one; ``f.template(...)`` makes one for a cached function.
+
+    >>> def area(w, h=2):
+    ...     return w * h
+    >>> template = QueryCall(name="area", arguments={"w": 3})
+    >>> template.matches(Call.from_call(area, 3).digested())
+    True
+    >>> template.matches(Call.from_call(area, 4).digested())
+    False
     """
 
     __slots__ = ()
@@ -357,7 +405,22 @@ class LazyArguments(Mapping[str, Any]):
 
 
 class LazyCall:
-    """A stored call whose ``arguments`` and ``result`` load on first access; ``fetch()`` loads all."""
+    """A stored call whose ``arguments`` and ``result`` load on first access; ``fetch()`` loads all.
+
+    What queries yield and ``cache().load(key)`` returns; ``key`` is its lookup key and ``record``
+    the stored :class:`DigestedCall`.
+
+    >>> from fleche import cache, fleche
+    >>> @fleche
+    ... def tenfold(x):
+    ...     return x * 10
+    >>> with cache("memory://"):
+    ...     tenfold(2)
+    ...     stored = tenfold.query(x=2).only()
+    ...     stored.name, stored.arguments["x"], stored.result, stored.fetch().result
+    20
+    ('tenfold', 2, 20, 20)
+    """
 
     def __init__(self, key: Digest, record: DigestedCall, cache: BaseCache) -> None:
         self.key = key
@@ -366,11 +429,13 @@ class LazyCall:
         self.arguments = LazyArguments(record.arguments, cache)
         self._result: Any = NO_RESULT
 
-    name = property(lambda self: self.record.name)
-    module = property(lambda self: self.record.module)
-    version = property(lambda self: self.record.version)
-    code_digest = property(lambda self: self.record.code_digest)
-    metadata = property(lambda self: self.record.metadata)
+    name = property(lambda self: self.record.name, doc="The function's qualified name.")
+    module = property(lambda self: self.record.module, doc="The function's module.")
+    version = property(lambda self: self.record.version, doc="The ``version`` option, if any.")
+    code_digest = property(
+        lambda self: self.record.code_digest, doc="The digest of the code (``hash_code``)."
+    )
+    metadata = property(lambda self: self.record.metadata, doc="The recorded metadata (JSON).")
 
     @property
     def result(self) -> Any:

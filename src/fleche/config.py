@@ -52,8 +52,16 @@ def register_storage(
     """Teach ``cache(url)`` a new URL scheme.
 
     ``factory`` is a callable taking the URL and returning a cache, or ``"module:function"`` to
-    import on first use; ``extra`` names the pip extra that installs its driver.
+    import on first use; ``extra`` names the pip extra that installs its driver. A registered
+    scheme replaces a built-in one of the same name.
+
+    >>> from fleche import cache
+    >>> register_storage("scratch", lambda url: cache_from_config({"url": "memory://"}))
+    >>> with cache("scratch://anything") as scratch:
+    ...     type(scratch).__name__
+    'Cache'
     """
+
     _SCHEMES[scheme] = (factory, extra)
 
 

@@ -58,7 +58,19 @@ _xxh3_hex = xxhash.xxh3_128_hexdigest
 
 
 class Digest(str):
-    """A digest in lowercase hex: 32 characters when full, fewer for a prefix (a short digest)."""
+    """A digest in lowercase hex: 32 characters when full, fewer for a prefix (a short digest).
+
+    A ``str`` subclass, so it prints, compares and slices as text; passed as an argument to a
+    cached function, a full ``Digest`` stands for the value it names.
+
+    >>> d = digest("hello")
+    >>> d, len(d), d.is_full
+    (D('5fe8f4f3d33e62dd9ef611b5498fbf10'), 32, True)
+    >>> D(d[:6]), D(d[:6]).is_full
+    (D('5fe8f4'), False)
+    >>> digest(d) == d  # a full digest is the digest of the value it names
+    True
+    """
 
     __slots__ = ()
 

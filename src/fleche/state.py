@@ -95,7 +95,17 @@ def cache(target: Any = None) -> Any:
 
     ``cache()`` returns the active cache. ``cache(x)`` with a cache, a name, a URL or a path makes
     it active for the whole process; ``with cache(x):`` only for the block. ``@cache`` on a function
-    is the same as ``@fleche``.
+    is the same as ``@fleche``. Raises ``ConfigError`` for an unknown name or URL scheme.
+
+    >>> with cache("memory://") as scratch:
+    ...     scratch is cache()
+    True
+    >>> @cache
+    ... def double(x):
+    ...     return 2 * x
+    >>> with cache("memory://"):
+    ...     double(3), double.contains(3)
+    (6, True)
     """
     if target is None:
         return active_cache()
@@ -127,16 +137,57 @@ def meta(*recorders: MetaData, stack: bool = True) -> _Activation:
     """Add metadata recorders (on top of the active ones unless ``stack=False``).
 
     Active for the process; ``with meta(...):`` only for the block.
+
+    >>> from fleche import Runtime, fleche
+    >>> @fleche
+    ... def step(x):
+    ...     return x + 1
+    >>> with cache("memory://"), meta(Runtime()):
+    ...     step(1)
+    ...     sorted(step.query().only().metadata["runtime"])
+    2
+    ['duration', 'end', 'start']
     """
     base = active_metadata() if stack else ()
     return _Activation(_meta_var, "meta", (*base, *recorders))
 
 
 def tags(**kv: Any) -> _Scoped:
-    """``with tags(k=v):`` tags every call stored in the block (nested blocks merge)."""
+    """``with tags(k=v):`` tags every call stored in the block (nested blocks merge).
+
+    Tags are JSON values; queries match them with ``metadata={"tags": {...}}``.
+
+    >>> from fleche import fleche
+    >>> @fleche
+    ... def trial(seed):
+    ...     return seed % 3
+    >>> with cache("memory://"):
+    ...     with tags(sweep="a"):
+    ...         trial(1)
+    ...         with tags(person="ana"):
+    ...             trial(2)
+    ...     trial.query(metadata={"tags": {"sweep": "a"}}).count()
+    ...     trial.query(2).only().metadata["tags"]
+    1
+    2
+    2
+    {'sweep': 'a', 'person': 'ana'}
+    """
     return _Scoped(_meta_var, (*active_metadata(), Tags(**kv)))
 
 
 def project(name: str) -> _Scoped:
-    """``with project("name"):`` tags every call stored in the block with ``project=name``."""
+    """``with project("name"):`` tags every call stored in the block with ``project=name``.
+
+    >>> from fleche import fleche
+    >>> @fleche
+    ... def chapter(n):
+    ...     return n
+    >>> with cache("memory://"), project("thesis"):
+    ...     chapter(1)
+    ...     chapter.query().only().metadata["tags"]
+    1
+    {'project': 'thesis'}
+    """
+
     return tags(project=name)
