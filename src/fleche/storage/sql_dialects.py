@@ -86,7 +86,9 @@ class Dialect:
         return sa.create_engine(url, paramstyle=self.paramstyle, **self.engine_options(url))
 
     def engine_options(self, url: URL) -> dict[str, Any]:
-        return {"connect_args": {"connect_timeout": 10}}
+        # pre-ping: a pooled connection the server dropped (restart, pg_terminate_backend) is
+        # replaced at checkout, so a retry after a broken connection gets a live one
+        return {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
 
     def autocommit(self, dbapi_connection: Any) -> None:
         """Put a hot-path connection in autocommit: each read sees the latest commit."""
@@ -205,7 +207,11 @@ class MysqlDialect(Dialect):
 
     def engine_options(self, url: URL) -> dict[str, Any]:
         # the server closes idle connections after wait_timeout (8 h by default)
-        return {"connect_args": {"connect_timeout": 10}, "pool_recycle": 3600}
+        return {
+            "connect_args": {"connect_timeout": 10},
+            "pool_recycle": 3600,
+            "pool_pre_ping": True,
+        }
 
     def autocommit(self, dbapi_connection: Any) -> None:
         dbapi_connection.autocommit(True)
@@ -296,21 +302,26 @@ class _AdvisoryLock:
         self.db, self.lock_id, self.timeout = db, lock_id, timeout
 
     def __enter__(self) -> None:
-        holder = self.db.lock_connection()
-        cursor = holder.cursor
-        if holder.timeout != self.timeout:
-            milliseconds = max(1, round(self.timeout * 1000))  # 0 would mean "wait forever"
-            cursor.execute("SELECT set_config('lock_timeout', %s, false)", (f"{milliseconds}ms",))
-            holder.timeout = self.timeout
-        try:
-            cursor.execute("SELECT pg_advisory_lock(%s)", (self.lock_id,))
-        except Exception as e:
-            if getattr(e, "sqlstate", None) == "55P03":  # lock_not_available
-                raise LockTimeoutError(
-                    f"gave up waiting {self.timeout:g}s for the advisory lock {self.lock_id}"
-                ) from None
-            self.db.drop_lock_connection()
-            raise
+        for attempt in (0, 1):  # a lock connection found dead is replaced once
+            holder = self.db.lock_connection()
+            cursor = holder.cursor
+            try:
+                if holder.timeout != self.timeout:
+                    milliseconds = max(1, round(self.timeout * 1000))  # 0: "wait forever"
+                    cursor.execute(
+                        "SELECT set_config('lock_timeout', %s, false)", (f"{milliseconds}ms",)
+                    )
+                    holder.timeout = self.timeout
+                cursor.execute("SELECT pg_advisory_lock(%s)", (self.lock_id,))
+                return
+            except Exception as e:
+                if getattr(e, "sqlstate", None) == "55P03":  # lock_not_available
+                    raise LockTimeoutError(
+                        f"gave up waiting {self.timeout:g}s for the advisory lock {self.lock_id}"
+                    ) from None
+                self.db.drop_lock_connection()
+                if attempt or not isinstance(e, self.db.transient):
+                    raise
 
     def __exit__(self, *exc: object) -> None:
         try:
@@ -331,13 +342,16 @@ class _NamedLock:
         self.db, self.name, self.timeout = db, name, timeout
 
     def __enter__(self) -> None:
-        cursor = self.db.lock_connection().cursor
-        try:
-            cursor.execute("SELECT GET_LOCK(%s, %s)", (self.name, self.timeout))
-            (got,) = cursor.fetchone()
-        except Exception:
-            self.db.drop_lock_connection()
-            raise
+        for attempt in (0, 1):  # a lock connection found dead is replaced once
+            cursor = self.db.lock_connection().cursor
+            try:
+                cursor.execute("SELECT GET_LOCK(%s, %s)", (self.name, self.timeout))
+                (got,) = cursor.fetchone()
+                break
+            except Exception as e:
+                self.db.drop_lock_connection()
+                if attempt or not isinstance(e, self.db.transient):
+                    raise
         if got != 1:
             raise LockTimeoutError(f"gave up waiting {self.timeout:g}s for the lock {self.name}")
 
