@@ -21,7 +21,31 @@ __all__ = ["QueryIterator"]
 
 
 class QueryIterator:
-    """The stored calls matching a template: iterate, count, refine, load, evict or transfer them."""
+    """The stored calls matching a template: iterate, count, refine, load, evict or transfer them.
+
+    What ``f.query(...)`` and ``cache().query(template)`` return. It is lazy: nothing is read until
+    it is iterated or counted, and refining (``filter``, ``sorted``, ``take``, ``skip``) makes a
+    new one. Iteration yields :class:`~fleche.call.LazyCall` objects.
+
+    >>> from fleche import cache, fleche
+    >>> @fleche
+    ... def power(x, n=2):
+    ...     return x ** n
+    >>> with cache("memory://"):
+    ...     for x in range(5):
+    ...         _ = power(x)
+    ...     calls = power.query()
+    ...     calls.count(), calls.any(), len(calls.take(2).results())
+    ...     sorted(calls.filter(lambda c: c.result > 3).results())
+    ...     calls.sorted(key=lambda c: -c.arguments["x"]).take(1).only().arguments["x"]
+    ...     power.query(x=4).only().result
+    ...     calls.evict(), calls.count()
+    (5, True, 2)
+    [4, 9, 16]
+    4
+    16
+    (5, 0)
+    """
 
     def __init__(
         self,

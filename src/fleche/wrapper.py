@@ -48,7 +48,28 @@ class CachedFunction:
     """A function whose calls are looked up in, and stored to, a cache.
 
     Helpers (also under ``.fleche``): ``call``, ``digest``, ``load``, ``contains``, ``query``,
-    ``explain``, ``rerun``, ``bind``, ``evict``.
+    ``explain``, ``rerun``, ``bind``, ``evict``. Each takes the arguments of the function.
+
+    >>> from fleche import cache
+    >>> @fleche
+    ... def power(x, n=2):
+    ...     return x ** n
+    >>> with cache("memory://"):
+    ...     power(3)
+    ...     power.contains(3), power.load(3), power.contains(3, n=3)
+    ...     power.call(3).arguments
+    ...     power.digest(3) == power.call(3, n=2).lookup_key()
+    ...     power.rerun(3)
+    ...     power.query().count(), power.fleche.query(x=3).count()
+    ...     power.evict(3)
+    ...     power.contains(3)
+    9
+    (True, 9, False)
+    {'x': 3, 'n': 2}
+    True
+    9
+    (1, 1)
+    False
     """
 
     __name__: str
@@ -445,7 +466,22 @@ class BoundMethod:
 
 
 class BoundWrapper:
-    """A plain, picklable callable that runs a cached function under a frozen cache and metadata."""
+    """A plain, picklable callable that runs a cached function under a frozen cache and metadata.
+
+    ``f.bind(*args, **kwargs)`` makes one from the active cache and metadata (tags included), with
+    arguments bound in front, like ``functools.partial``: hand it to a process pool, whose workers
+    know nothing of the parent's cache. The function travels by reference (module and name),
+    the cache by its URL.
+
+    >>> from fleche import cache, tags
+    >>> @fleche
+    ... def power(x, n=2):
+    ...     return x ** n
+    >>> with cache("memory://"), tags(batch=1):
+    ...     cube = power.bind(n=3)
+    >>> type(cube).__name__, cube(2)
+    ('BoundWrapper', 8)
+    """
 
     def __init__(self, func: CachedFunction, cache: BaseCache, metadata: tuple[MetaData, ...],
                  args: tuple = (), kwargs: dict | None = None) -> None:  # fmt: skip
