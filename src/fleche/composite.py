@@ -75,6 +75,22 @@ class ReadOnlyCache(_Refusing, _Delegating):
     As the active cache, a hit is served and a miss computes, then raises ``Rejected`` when the
     result would be stored: stack it behind a writable cache (``CacheStack(mine, ReadOnlyCache(
     team))``) to keep new results.
+
+    >>> from fleche import Cache, cache, fleche
+    >>> @fleche
+    ... def cube(x):
+    ...     return x ** 3
+    >>> team = Cache.from_url("memory://")
+    >>> with cache(team):
+    ...     cube(3)
+    27
+    >>> with cache(ReadOnlyCache(team)):
+    ...     cube(3)  # a hit is served
+    27
+    >>> ReadOnlyCache(team).evict(cube.digest(3))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    fleche.errors.Rejected: ReadOnlyCache(Cache('memory://')) is read-only: it cannot evict ...
     """
 
     @property
@@ -98,7 +114,19 @@ class FilteredCache(ReadOnlyCache):
     ``predicate`` is a function of a :class:`~fleche.call.LazyCall` (its arguments and result load
     on access) or a :class:`~fleche.call.QueryCall` template (matched on the stored record, and
     passed to the store as the query when nothing narrower is asked). Values are not filtered:
-    they are addressed by content.
+    they are addressed by content. ``cache.filter(predicate)`` makes one too.
+
+    >>> from fleche import Cache, QueryCall, cache, fleche
+    >>> @fleche
+    ... def cube(x):
+    ...     return x ** 3
+    >>> store = Cache.from_url("memory://")
+    >>> with cache(store):
+    ...     _ = [cube(x) for x in range(5)]
+    >>> FilteredCache(store, lambda call: call.arguments["x"] > 2).query().count()
+    2
+    >>> store.filter(QueryCall(name="cube", arguments={"x": 1})).query().only().result
+    1
     """
 
     def __init__(self, cache: BaseCache, predicate: Callable[[LazyCall], bool] | QueryCall):
@@ -268,6 +296,20 @@ class CacheStack(_Layered):
     A hit in a later layer is copied (record, argument values and result) into every earlier
     layer that accepts it, so the next hit is served by the fastest. Evicting a key removes it
     from every layer that holds it; ``gc`` runs on each layer that allows it.
+
+    >>> from fleche import Cache, cache, fleche
+    >>> @fleche
+    ... def cube(x):
+    ...     return x ** 3
+    >>> fast, slow = Cache.from_url("memory://"), Cache.from_url("memory://")
+    >>> with cache(slow):
+    ...     cube(3)
+    27
+    >>> with cache(CacheStack(fast, slow)):
+    ...     cube(3)  # found in slow, copied into fast
+    27
+    >>> fast.contains(cube.digest(3))
+    True
     """
 
     def _found(self, index: int, key: Digest, result: Any) -> None:
@@ -346,7 +388,20 @@ class CacheStack(_Layered):
 
 
 class CachePool(_Refusing, _Layered):
-    """``CachePool(a, b, ...)``: reads from every member (first hit wins), writes to none."""
+    """``CachePool(a, b, ...)``: reads from every member (first hit wins), writes to none.
+
+    >>> from fleche import Cache, cache, fleche
+    >>> @fleche
+    ... def cube(x):
+    ...     return x ** 3
+    >>> ana, ben = Cache.from_url("memory://"), Cache.from_url("memory://")
+    >>> with cache(ben):
+    ...     cube(2)
+    8
+    >>> with cache(CachePool(ana, ben)):
+    ...     cube.contains(2), cube.load(2)
+    (True, 8)
+    """
 
     def _operation_context(self, key: str, *, intent: Intent) -> AbstractContextManager[Any]:
         return NULL_CONTEXT  # nothing is written here, so nothing to lock

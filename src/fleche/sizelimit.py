@@ -53,6 +53,16 @@ class SizeLimitedCache(_Delegating):
     when it can tell (``stored_size``), else from a pickle of the value at save time. A value
     shared by several calls counts once per call, so the limit errs on the side of evicting.
     ``SizeLimitedCache(values=..., calls=..., max_size=n)`` is the form of fleche 0.22.2.
+
+    >>> from fleche import Cache, cache, fleche
+    >>> @fleche
+    ... def cube(x):
+    ...     return x ** 3
+    >>> with cache(SizeLimitedCache(Cache.from_url("memory://"), max_entries=2)):
+    ...     [cube(x) for x in range(4)]
+    ...     sorted(call.arguments["x"] for call in cube.query())  # the two most recent
+    [0, 1, 8, 27]
+    [2, 3]
     """
 
     def __init__(
