@@ -85,15 +85,16 @@ class OperationContext:
 
 
 def check_key(key: object, *, full: bool = True) -> Digest:
-    """Return ``key`` as a ``Digest`` or raise ``InvalidKeyError`` (before any path or query)."""
-    if type(key) is Digest and len(key) == DIGEST_LENGTH:
-        return key
+    """Return ``key`` as a ``Digest`` or raise ``InvalidKeyError`` (before any path or query).
+
+    A ``Digest`` is checked too: anyone can build ``D("../../etc/passwd")``.
+    """
     if not is_hex_key(key, full=full):
         what = (
             "a full digest (32 hex characters)" if full else "a digest prefix (1-32 hex characters)"
         )
         raise InvalidKeyError(f"{key!r} is not {what}")
-    return Digest(key)
+    return key if type(key) is Digest else Digest(key)
 
 
 class KeyManagement(OperationContext):

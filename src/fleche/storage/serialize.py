@@ -24,7 +24,14 @@ import xxhash
 
 from ..errors import ConfigError, IntegrityError, SaveError
 
-__all__ = ["Codec", "dump_record", "load_record", "record_checksum", "secret_keys_from_env"]
+__all__ = [
+    "Codec",
+    "check_record_digests",
+    "dump_record",
+    "load_record",
+    "record_checksum",
+    "secret_keys_from_env",
+]
 
 VALUE_MAGIC = b"FLV1"
 RECORD_MAGIC = b"FLC1"
@@ -200,7 +207,7 @@ def record_checksum(key: str, payload: bytes) -> int:
 
 def dump_record(key: str, record: dict[str, Any]) -> bytes:
     """A call record as checked JSON bytes (call records are never pickled)."""
-    payload = json.dumps(record, sort_keys=True, separators=(",", ":"), default=_json_default)
+    payload = json.dumps(record, separators=(",", ":"), default=_json_default)
     data = payload.encode()
     return RECORD_MAGIC + _LEN.pack(record_checksum(key, data)) + data
 
@@ -215,9 +222,29 @@ def load_record(key: str, data: bytes | memoryview) -> dict[str, Any]:
     if record_checksum(key, payload) != checksum:
         raise IntegrityError(f"call record {key}: checksum mismatch (corrupt or truncated)")
     try:
-        return json.loads(payload)
+        record = json.loads(payload)
     except ValueError as e:
         raise IntegrityError(f"call record {key}: invalid JSON ({e})") from e
+    return check_record_digests(key, record)
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def check_record_digests(key: str, record: Any) -> dict[str, Any]:
+    """``record`` if its result and argument digests are full hex digests, else ``IntegrityError``.
+
+    A checksum is no secret: a forged record could otherwise name a path (``../..``) as its
+    result, which a file storage would read, and delete as corrupt.
+    """
+    try:
+        digests = [*record["arguments"].values(), record.get("result") or "0" * 32]
+    except (TypeError, KeyError, AttributeError) as e:
+        raise IntegrityError(f"call record {key}: not a call record ({e!r})") from e
+    for value in digests:
+        if not (isinstance(value, str) and len(value) == 32 and _HEX.issuperset(value)):
+            raise IntegrityError(f"call record {key}: {value!r:.60} is not a digest")
+    return record
 
 
 def _json_default(value: Any) -> Any:

@@ -30,7 +30,7 @@ from ..digest import Digest
 from ..errors import IntegrityError
 from .base import CallMixin, StorageBackend, ValueMixin
 from .locking import DEFAULT_LOCK_TIMEOUT, PerKeyLockMixin
-from .serialize import Codec, dump_record, record_checksum
+from .serialize import Codec, check_record_digests, dump_record, record_checksum
 from .sql_engine import Database, SqlOptions, compile_positional, database_for
 from .sql_schema import CHUNK_SIZE, Tables, clip, ensure_schema, query_statement, version_text
 
@@ -275,7 +275,7 @@ class SqlCallBackend(SqlStore):
         if _signed(record_checksum(key, record.encode())) != checksum:
             raise IntegrityError(f"call record {key}: checksum mismatch (corrupt or truncated)")
         try:
-            return DigestedCall.from_record(json.loads(record))
+            return DigestedCall.from_record(check_record_digests(key, json.loads(record)))
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise IntegrityError(f"call record {key}: not a call record ({e})") from e
 
