@@ -1,7 +1,7 @@
 """Every script in examples/ runs to completion, and the examples page shows each one's output.
 
 Run this file as a script (``python tests/test_examples.py --write-docs``) to run every example and
-write its output into ``docs/examples.md``, between the ``output`` markers of its section.
+write its output into the pages of ``docs/``, between the ``output`` markers that name it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from tests.backends import service_unavailable
 
 ROOT = Path(__file__).parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
-PAGE = ROOT / "docs" / "examples.md"
+DOCS = ROOT / "docs"
+PAGE = DOCS / "examples.md"
 # a PostgreSQL URL no server answers (connection refused at once): team_cache.py falls back to SQLite
 UNREACHABLE_POSTGRES = "postgresql+psycopg://nobody@127.0.0.1:9/none"
 _OUTPUT = re.compile(
@@ -56,6 +57,32 @@ def test_every_example_has_a_section_with_its_output_in_the_docs() -> None:
     for script in EXAMPLES:
         assert f'--8<-- "{script.name}"' in page, f"{script.name} has no section in {PAGE.name}"
         assert outputs.get(script.name, "").strip(), f"{script.name} has no output in {PAGE.name}"
+
+
+def test_every_output_shown_in_the_docs_is_of_an_existing_example() -> None:
+    names = {p.name for p in EXAMPLES}
+    for page in DOCS.rglob("*.md"):
+        for match in _OUTPUT.finditer(page.read_text(encoding="utf-8")):
+            assert match["name"] in names, f"{page.name} shows the output of {match['name']}"
+            assert match["body"].strip(), f"{page.name} shows no output for {match['name']}"
+
+
+def test_the_command_line_page_shows_the_tour_as_it_runs() -> None:
+    """Each shell session of cli.md is part of the recorded output of cli_tour.py."""
+    tour = next(m["body"] for m in _OUTPUT.finditer(PAGE.read_text(encoding="utf-8"))
+                if m["name"] == "cli_tour.py")  # fmt: skip
+    page = (DOCS / "cli.md").read_text(encoding="utf-8")
+    sessions = re.findall(r"```console\n(\$ fleche .*?)```", page, re.S)
+    assert len(sessions) >= 10
+    for session in sessions:
+        assert _masked(session) in _masked(tour), (
+            f"cli.md shows output the tour does not:\n{session}"
+        )
+
+
+def _masked(text: str) -> str:
+    """Timestamps differ on every run."""
+    return re.sub(r"\d{10}\.\d+", "T", text)
 
 
 def test_quickstart_serves_the_second_call_and_the_second_process_from_the_cache(
@@ -110,7 +137,7 @@ def test_team_cache_on_postgresql(tmp_path: Path) -> None:
 
 
 def write_docs() -> None:
-    """Run every example (in a scratch directory) and write its output into the examples page."""
+    """Run every example (in a scratch directory) and write its output into the pages that show it."""
     outputs = {}
     for script in EXAMPLES:
         with tempfile.TemporaryDirectory() as scratch:
@@ -123,7 +150,10 @@ def write_docs() -> None:
     def replace(match: re.Match[str]) -> str:
         return match[1] + outputs[match["name"]].rstrip() + "\n" + match[4]
 
-    PAGE.write_text(_OUTPUT.sub(replace, PAGE.read_text(encoding="utf-8")), encoding="utf-8")
+    for page in sorted(DOCS.rglob("*.md")):
+        text = page.read_text(encoding="utf-8")
+        if _OUTPUT.search(text):
+            page.write_text(_OUTPUT.sub(replace, text), encoding="utf-8")
 
 
 if __name__ == "__main__":
