@@ -7,9 +7,12 @@ blocks of a page share their names, in order, under a fresh in-memory cache. Blo
 
 from __future__ import annotations
 
+import ast
 import doctest
+import importlib
 import importlib.util
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,9 @@ DOCS = Path(__file__).parent.parent / "docs"
 PAGES = sorted(p for p in DOCS.rglob("*.md") if "```pycon" in p.read_text(encoding="utf-8"))
 # a fence opens with ```pycon (optionally indented, e.g. inside an admonition) and closes with ```
 _BLOCK = re.compile(r"^(?P<indent>[ \t]*)```pycon[^\n]*\n(?P<body>.*?)^(?P=indent)```", re.M | re.S)
+_PYTHON = re.compile(
+    r"^(?P<indent>[ \t]*)```python[^\n]*\n(?P<body>.*?)^(?P=indent)```", re.M | re.S
+)
 _FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
@@ -67,3 +73,22 @@ def test_page_examples(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     result = runner.summarize(verbose=False)
     assert result.attempted > 0
     assert result.failed == 0, f"{result.failed} example(s) of {page.name} failed (output above)"
+
+
+def python_blocks(text: str) -> list[str]:
+    """The ``python`` blocks of a page (not run: they name files, servers and slow functions)."""
+    blocks = [textwrap.dedent(m["body"]) for m in _PYTHON.finditer(text)]
+    return [b for b in blocks if "--8<--" not in b]  # an included example is run by its test
+
+
+ALL_PAGES = sorted(DOCS.rglob("*.md"))
+
+
+@pytest.mark.parametrize("page", ALL_PAGES, ids=[str(p.relative_to(DOCS)) for p in ALL_PAGES])
+def test_python_blocks_parse_and_import_only_what_fleche_has(page: Path) -> None:
+    for block in python_blocks(page.read_text(encoding="utf-8")):
+        for node in ast.walk(ast.parse(block, filename=str(page))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "fleche":
+                module = importlib.import_module(str(node.module))
+                for alias in node.names:
+                    assert hasattr(module, alias.name), f"{page.name}: {node.module}.{alias.name}"
