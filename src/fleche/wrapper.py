@@ -549,15 +549,43 @@ def fleche(func: None = None, **options: Any) -> Callable[[F], F]: ...
 def fleche(func: Any = None, **options: Any) -> Any:
     """Cache a function's results by content: ``@fleche`` or ``@fleche(version=2, ...)``.
 
-    Options: ``version``, ``hash_version``, ``hash_module``, ``hash_code``, ``ignore``, ``require``,
-    ``meta``, ``isolate``, ``cache``, ``cache_if``, ``store_arguments`` (see the docs).
+    Each call is bound to the signature (defaults applied) and looked up under a digest of the
+    function's identity and its arguments; a miss computes and stores the result.
 
+    Options:
+
+    - ``version`` (``None``): part of the key; bump it when results change meaning.
+      ``hash_version=False`` records it without keying on it.
+    - ``hash_module`` (``True``): ``False`` leaves the module out of the key.
+    - ``hash_code`` (``False``): ``True`` keys on the function's code too.
+    - ``ignore`` / ``require``: parameter names left out of the key / the only ones in it
+      (also ``Ignored[T]`` and ``Required[T]`` annotations).
+    - ``meta``: metadata recorders for this function's calls.
+    - ``cache``: a cache, name, URL or path to use instead of the active cache.
+    - ``cache_if``: a function of the result; results it rejects are not stored.
+    - ``isolate`` (``False``): ``True`` stores and returns deep copies.
+    - ``store_arguments`` (``True``): ``False`` records arguments by digest only.
+    - ``on_lock_timeout`` (``"raise"``): ``"compute"`` computes without storing when a key's
+      lock cannot be had in time, instead of raising ``LockTimeoutError``.
+
+    Methods, ``functools.partial`` objects and ``async def`` functions can be decorated; a
+    generator function raises ``UsageError``. An argument that cannot be digested raises
+    ``DigestError`` at call time.
+
+    >>> from fleche import cache
     >>> @fleche
     ... def square(x):
     ...     return x * x
-    >>> square(4)
-    16
+    >>> with cache("memory://"):
+    ...     square(4), square(4), square.query().count()
+    (16, 16, 1)
+    >>> @fleche(version=2, ignore=["verbose"])
+    ... def scaled(x, factor=2, verbose=False):
+    ...     return x * factor
+    >>> scaled.digest(3) == scaled.digest(3, factor=2, verbose=True)
+    True
     """
+
     if func is None:
         return functools.partial(fleche, **options)
     if isinstance(func, classmethod | staticmethod):
