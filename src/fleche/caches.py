@@ -70,7 +70,28 @@ log = logging.getLogger(__name__)
 
 
 class BaseCache:
-    """The cache contract every cache implements; see :class:`Cache` for the plain one."""
+    """The cache contract every cache implements; see :class:`Cache` for the plain one.
+
+    Every cache (plain, stacked, pooled, read-only, size-limited, void) answers the same calls:
+    ``save``, ``load``, ``load_value``, ``contains``, ``evict``, ``expand``, ``shrink``,
+    ``query``, ``transfer``, ``gc`` and ``stats``.
+
+    >>> from fleche import cache, fleche
+    >>> @fleche
+    ... def cube(x):
+    ...     return x ** 3
+    >>> store = Cache.from_url("memory://")
+    >>> with cache(store):
+    ...     cube(2)
+    8
+    >>> key = cube.digest(2)
+    >>> store.contains(key), store.load(key).result, list(store.list()) == [key]
+    (True, 8, True)
+    >>> store.expand(key[:4]) == key, key.startswith(store.shrink(key))
+    (True, True)
+    >>> store.evict(key), store.gc(grace=0), store.contains(key)
+    (None, 2, False)
+    """
 
     hits: int = 0
     misses: int = 0
@@ -272,7 +293,22 @@ class BaseCache:
 
 
 class Cache(BaseCache):
-    """A value storage and a call storage: ``Cache(values, calls)``."""
+    """A value storage and a call storage: ``Cache(values, calls)``.
+
+    ``Cache.from_url(url)`` makes one from a URL; ``cache(url)`` makes and activates one.
+
+    >>> from fleche import cache, fleche
+    >>> from fleche.storage import CallMemory, ValueMemory
+    >>> @fleche
+    ... def cube(x):
+    ...     return x ** 3
+    >>> store = Cache(ValueMemory(), CallMemory())
+    >>> with cache(store):
+    ...     cube(2)
+    8
+    >>> store.load(cube.digest(2)).result
+    8
+    """
 
     def __init__(self, values: ValueStorage, calls: CallStorage, *, url: str | None = None):
         self.values = values
@@ -484,7 +520,18 @@ def _unstorable(record: DigestedCall, error: Exception) -> None:
 
 
 class VoidCache(Cache):
-    """Stores nothing: every call computes."""
+    """Stores nothing: every call computes.
+
+    What ``cache("void")`` and ``FLECHE_DISABLE=1`` give.
+
+    >>> from fleche import cache, fleche
+    >>> @fleche
+    ... def cube(x):
+    ...     return x ** 3
+    >>> with cache(VoidCache()):
+    ...     cube(5), cube.contains(5)
+    (125, False)
+    """
 
     def __init__(self) -> None:
         from .storage.void import CallVoid, ValueVoid
@@ -571,7 +618,24 @@ class _Delegating(BaseCache):
 
 
 class RefreshingCache(_Delegating):
-    """Always misses on load and forwards saves: what ``.rerun`` uses so nested calls recompute."""
+    """Always misses on load and forwards saves: what ``.rerun`` uses so nested calls recompute.
+
+    >>> from fleche import cache, fleche
+    >>> runs = []
+    >>> @fleche
+    ... def noisy(x):
+    ...     runs.append(x)
+    ...     return x
+    >>> shared = Cache.from_url("memory://")
+    >>> with cache(shared):
+    ...     noisy(1)
+    1
+    >>> with cache(RefreshingCache(shared)):
+    ...     noisy(1)  # computed again, and stored in shared
+    1
+    >>> runs
+    [1, 1]
+    """
 
     def _lookup(self, key: Digest) -> Any:
         raise KeyError(key)

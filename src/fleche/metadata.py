@@ -40,9 +40,11 @@ class MetaData:
     key = "metadata"
 
     def begin(self) -> Any:
+        """Called before the function runs; what it returns is passed to :meth:`end`."""
         return None
 
     def end(self, state: Any) -> Any:
+        """Called after the function returns: the JSON data stored under ``key``."""
         raise NotImplementedError
 
     def __eq__(self, other: object) -> bool:
@@ -61,7 +63,11 @@ class Tags(MetaData):
 
     Tags are JSON: they are normalised when made (a tuple becomes a list), so every storage keeps
     and matches the same thing, and a value JSON cannot hold raises ``TypeError`` at once, before
-    any computation, rather than when the call is stored.
+    any computation, rather than when the call is stored. ``with tags(k=v):`` is the usual way to
+    add them.
+
+    >>> Tags(sweep="coarse", layers=(64, 32)).end(None)
+    {'sweep': 'coarse', 'layers': [64, 32]}
     """
 
     key = "tags"
@@ -79,7 +85,21 @@ class Tags(MetaData):
 
 
 class Runtime(MetaData):
-    """When the computation started and ended, and how long it took (seconds)."""
+    """When the computation started and ended, and how long it took (seconds).
+
+    ``start`` and ``end`` are wall-clock times (seconds since the epoch), ``duration`` is measured
+    with a monotonic clock.
+
+    >>> from fleche import cache, fleche, meta
+    >>> @fleche
+    ... def step(x):
+    ...     return x + 1
+    >>> with cache("memory://"), meta(Runtime()):
+    ...     step(1)
+    ...     sorted(step.query().only().metadata["runtime"])
+    2
+    ['duration', 'end', 'start']
+    """
 
     key = "runtime"
 
@@ -92,7 +112,16 @@ class Runtime(MetaData):
 
 
 class Environment(MetaData):
-    """Python version, platform, host and the versions of the packages asked for."""
+    """Python version, platform, host and the versions of the packages asked for.
+
+    ``packages`` is a list of distribution names (a package that is not installed is recorded as
+    ``None``). Pass a list: ``Environment(["numpy", "pandas"])``.
+
+    >>> sorted(Environment(["xxhash"]).end(None))
+    ['host', 'implementation', 'packages', 'platform', 'python']
+    >>> list(Environment(["xxhash", "no-such-package"]).end(None)["packages"])
+    ['xxhash', 'no-such-package']
+    """
 
     key = "environment"
 
@@ -123,7 +152,15 @@ def _environment(packages: tuple[str, ...]) -> dict[str, Any]:
 
 
 class Git(MetaData):
-    """The commit and dirty state of the git work tree at ``path`` (the working directory)."""
+    """The commit and dirty state of the git work tree at ``path`` (the working directory).
+
+    Outside a git work tree (or without ``git``) it records nothing.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as outside:
+    ...     Git(outside).end(Git(outside).begin()) is None
+    True
+    """
 
     key = "git"
 
