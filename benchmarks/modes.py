@@ -24,6 +24,7 @@ class Mode:
     first_call_runs: int  # W7: fresh processes per first-call figure
     scale_peers: tuple[str, ...]  # W5: the peers filled to the largest size in this mode
     digest_mb: int  # memory: size of the array digested
+    fill_budget: float  # W5, W8: seconds one subject may spend filling before larger sizes are left
     timeout: float  # seconds one worker may take before it is killed and reported
 
     def as_dict(self) -> dict[str, Any]:
@@ -46,24 +47,26 @@ MODES = {
         first_call_runs=1,
         scale_peers=("lru_cache", "cachetools", "joblib", "diskcache", "cachier"),
         digest_mb=4,
+        fill_budget=20,
         timeout=60,
     ),
     "quick": Mode(
         name="quick",
-        repeats=7,
+        repeats=5,
         keys=1000,
-        misses=300,
+        misses=150,
         array_mb=100,
-        big_repeats=5,
+        big_repeats=3,
         scale=(1000, 10_000),
         probes=1000,
         slow_keys=40,
-        slow_seconds=0.05,
-        startup_runs=5,
-        first_call_runs=3,
+        slow_seconds=0.03,
+        startup_runs=3,
+        first_call_runs=1,
         # joblib and cachier take 15 s and 45 s to store 10,000 calls here: --full only
         scale_peers=("lru_cache", "cachetools", "diskcache"),
         digest_mb=1024,
+        fill_budget=25,
         timeout=180,
     ),
     "full": Mode(
@@ -81,6 +84,7 @@ MODES = {
         first_call_runs=5,
         scale_peers=("lru_cache", "cachetools", "joblib", "diskcache", "cachier"),
         digest_mb=1024,
+        fill_budget=1800,
         timeout=3600,
     ),
 }

@@ -89,8 +89,11 @@ def w6_child(subject: Subject, go: str, keys: int) -> dict[str, Any]:
 
 # --- W7 -------------------------------------------------------------------------------------------
 def _wall(code: str) -> float:
+    from .worker import _environment
+
+    env = _environment()
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env=env)
     return time.perf_counter() - start
 
 
@@ -129,11 +132,14 @@ def import_times(mode: Mode) -> dict[str, Any]:
 
 def _importtime(module: str) -> dict[str, Any]:
     """What ``python -X importtime`` says: modules loaded and the cumulative microseconds."""
+    from .worker import _environment
+
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", f"import {module}"],
         capture_output=True,
         text=True,
         check=False,
+        env=_environment(),
     )
     lines = [line for line in done.stderr.splitlines() if line.startswith("import time:")]
     total = 0

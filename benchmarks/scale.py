@@ -17,11 +17,25 @@ from .timing import budgeted, current_rss, peak_rss, per_call
 
 
 def fill(subject: Subject, f: Any, start: int, stop: int) -> float:
-    """Store calls ``start..stop-1`` the fastest way the library allows; returns seconds."""
+    """Store calls ``start..stop-1`` the fastest way the library allows; returns seconds.
+
+    A subject with ``fill_threads`` (a server, where each store waits on a commit) is filled from
+    that many threads at once, as its users would fill it; the others in one thread, in bulk."""
     began = time.perf_counter()
-    with subject.bulk():
-        for i in range(start, stop):
-            f(i, bodies.group(i))
+    threads = getattr(subject, "fill_threads", 1)
+    if threads > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def part(n: int) -> None:
+            for i in range(start + n, stop, threads):
+                f(i, bodies.group(i))
+
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(part, range(threads)))
+    else:
+        with subject.bulk():
+            for i in range(start, stop):
+                f(i, bodies.group(i))
     return time.perf_counter() - began
 
 
@@ -84,9 +98,19 @@ def w5_scale(subject: Subject, mode: Mode, workloads: set[str]) -> dict[str, Any
     f = subject.decorate(bodies.small)
     rss_before = current_rss()
     steps: list[dict[str, Any]] = []
-    stored = 0
+    not_reached: list[dict[str, Any]] = []
+    stored, spent = 0, 0.0
     for size in mode.scale:
+        if stored and spent / stored * (size - stored) + spent > mode.fill_budget:
+            more = spent / stored * (size - stored)
+            not_reached.append({
+                "stored": size,
+                "why": f"filling to {size:,} would take about {more:.0f} s more, past this "
+                f"mode's {mode.fill_budget:.0f} s budget (--full fills it)",
+            })  # fmt: skip
+            break
         step: dict[str, Any] = {"stored": size, "fill_s": fill(subject, f, stored, size)}
+        spent += step["fill_s"]
         stored = size
         if "W5" in workloads:
             step["hit_us"] = hits(f, stored, mode)
@@ -96,6 +120,8 @@ def w5_scale(subject: Subject, mode: Mode, workloads: set[str]) -> dict[str, Any
             step.update(queries(subject, f, stored))
         steps.append(step)
     result: dict[str, Any] = {"steps": steps}
+    if not_reached:
+        result["not_reached"] = not_reached
     if "memory" in workloads and isinstance(subject, FlecheSubject) and subject.persistent:
         result["open"] = _open_in_fresh_process(subject, mode, stored)
     return result

@@ -193,6 +193,8 @@ class FlecheSubject(Subject):
         self.token = uuid.uuid4().hex[:12]
         self.url = url or fleche_url(self.backend, workdir, self.token)
         self.persistent = self.backend != "memory"
+        # a server commits each store on its own: fill from threads (see ``scale.fill``)
+        self.fill_threads = 8 if self.backend in ("postgresql", "redis") else 1
 
     def open(self) -> None:
         try:

@@ -57,6 +57,9 @@ def ratios(results: dict[str, Any]) -> str:
                 row = [f"W5 {label} at {stored:,} stored ÷ {peer}"]
                 for s in backends:
                     mine, theirs = _largest(results, s), _largest(results, peer)
+                    if mine and theirs and mine["stored"] != theirs["stored"]:
+                        row.append(f"— (filled to {mine['stored']:,})")
+                        continue
                     row.append(ratio(*(_w5(x, key) for x in (mine, theirs))))
                 rows.append(row)
     return table(["fleche ÷ peer", *[s.removeprefix("fleche-") for s in backends]], rows)
@@ -141,23 +144,36 @@ def scale(results: dict[str, Any]) -> str:
             rows.append([s, why_missing(results, "scale", s), *[""] * (len(sizes) + 3)])
             continue
         hits = [median(steps.get(n, {}), "hit_us") for n in sizes]
-        last = steps[max(steps)]
+        ordered = sorted(steps)
+        first, last = steps[ordered[0]], steps[ordered[-1]]
+        before = ordered[-2] if len(ordered) > 1 else 0
         foot = last.get("footprint") or {}
+        where = "" if last["stored"] == sizes[-1] else f" (at {last['stored']:,})"
         rows.append([
             s,
             *[us(h) for h in hits],
-            ratio(hits[-1], hits[0]),
-            size(foot.get("bytes")) if foot else size(last.get("rss_added")) + " RSS",
+            ratio(median(last, "hit_us"), median(first, "hit_us")) + where,
+            (size(foot.get("bytes")) if foot else size(last.get("rss_added")) + " RSS") + where,
             f"{foot['files']:,}" if foot else "—",
-            duration(last.get("fill_s") / max(1, last["stored"] - (sizes[-2] if len(sizes) > 1 else 0))),
+            duration(last["fill_s"] / max(1, last["stored"] - before)),
         ])  # fmt: skip
     header = [
         "",
         *[f"hit at {n:,}" for n in sizes],
-        f"{sizes[-1]:,} ÷ {sizes[0]:,}" if sizes else "",
+        f"largest ÷ {sizes[0]:,}" if sizes else "",
     ]
-    header += [f"size at {sizes[-1]:,}" if sizes else "size", "files / keys", "fill, per call"]
-    return table(header, rows)
+    header += ["size at the largest", "files / keys", "fill, per call"]
+    notes = [
+        f"- {s}: not filled to {n['stored']:,}: {n['why']}"
+        for s in subjects
+        for n in get(results, "scale", s, "not_reached") or []
+    ]
+    skipped = [
+        f"- {s}: {node['skipped']}"
+        for s, node in results.get("scale", {}).items()
+        if isinstance(node, dict) and "skipped" in node
+    ]
+    return "\n".join([table(header, rows), *([""] if notes or skipped else []), *notes, *skipped])
 
 
 def concurrency(results: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -29,10 +30,18 @@ def _command(task: str, subject: Any, mode: Any, params: dict[str, Any]) -> list
     return [*command, "--params", json.dumps(params)]
 
 
+PYCACHE = Path(tempfile.gettempdir()) / "fleche-bench-pycache"
+
+
 def _environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The workers' environment: ``benchmarks`` importable, and bytecode cached (outside the
+    source tree) even where ``PYTHONDONTWRITEBYTECODE`` is set, as an installed package has it:
+    otherwise every fresh process would compile fleche again and W7 would time the compiler."""
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)  # so ``-m benchmarks`` imports anywhere
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    if env.pop("PYTHONDONTWRITEBYTECODE", None):
+        env.setdefault("PYTHONPYCACHEPREFIX", str(PYCACHE))
     env.update(extra or {})
     return env
 

@@ -98,7 +98,8 @@ def w3_array_argument(subject: Subject, mode: Mode) -> dict[str, Any]:
 
 def w4_array_result(subject: Subject, mode: Mode) -> dict[str, Any]:
     """Store (miss) and load (hit) of a large array result, against np.save / np.load on the
-    same disk, in the same process, taken in turn."""
+    same disk, in the same process, taken in turn. Each store writes a new value and the cache
+    keeps them all, so each np.save writes a new file too (kept till the end)."""
     import numpy as np
 
     bodies.ARRAY = _array(mode.array_mb)
@@ -114,14 +115,20 @@ def w4_array_result(subject: Subject, mode: Mode) -> dict[str, Any]:
         loaded = f(current[0])
         assert float(loaded[0]) == float(current[0]), "the hit returned another call's result"
 
+    saved = iter(range(10**9))
+    last = [Path()]
+
+    def np_save(tmp: str) -> None:  # a new file each time, as each store writes a new value
+        last[0] = Path(tmp) / f"a{next(saved)}.npy"
+        np.save(last[0], bodies.ARRAY)
+
     with tempfile.TemporaryDirectory(dir=subject.workdir) as tmp:
-        path = Path(tmp) / "a.npy"
         timed = interleaved(
             {
                 "store": store,
                 "load": load,
-                "np_save": lambda: np.save(path, bodies.ARRAY),
-                "np_load": lambda: np.load(path),
+                "np_save": lambda: np_save(tmp),
+                "np_load": lambda: np.load(last[0]),
             },
             mode.big_repeats,
             15,
