@@ -10,9 +10,6 @@ import functools
 import json
 import logging
 import os
-import platform
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterable
@@ -134,6 +131,8 @@ class Environment(MetaData):
 
 @functools.lru_cache(maxsize=32)
 def _environment(packages: tuple[str, ...]) -> dict[str, Any]:
+    import platform  # here, not at module level: ``import fleche`` stays fast
+    import socket
     from importlib.metadata import PackageNotFoundError, version
 
     found: dict[str, str | None] = {}
@@ -177,6 +176,8 @@ _GIT_TTL = 10.0
 
 @functools.lru_cache(maxsize=32)
 def _git(path: str, period: int = 0) -> dict[str, Any] | None:
+    import subprocess
+
     def run(*args: str) -> str:
         done = subprocess.run(
             ["git", *args], cwd=path, capture_output=True, text=True, timeout=10, check=True
