@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .digest import _BIG, _Big, _class_id, _encode, _pack_Q, _str_bytes
+from .digest import _BIG, _Big, _class_id, _encode, _pack_Q, _str_bytes, _Stream
 from .errors import DigestError
 
 _CHUNK = 8 << 20
@@ -47,9 +47,16 @@ def encode_array(a: np.ndarray, out: list) -> None:
         _append(a.reshape(-1).view(np.uint8).data, out)
         return
     rows = max(1, _CHUNK // max(1, a[0].nbytes)) if a.ndim else 1
-    for start in range(0, len(a), rows):
-        chunk = np.ascontiguousarray(a[start : start + rows])
-        _append(chunk.reshape(-1).view(np.uint8).data, out)
+
+    def chunks() -> Any:
+        for start in range(0, len(a), rows):
+            yield np.ascontiguousarray(a[start : start + rows]).reshape(-1).view(np.uint8).data
+
+    if a.nbytes <= _CHUNK:
+        for chunk in chunks():
+            _append(chunk, out)
+    else:  # copied one chunk at a time while hashed, never all at once
+        out.append(_Stream(chunks))
 
 
 def encode_scalar(v: Any, out: list) -> None:

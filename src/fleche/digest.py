@@ -92,6 +92,16 @@ class _Big:
         self.view = view
 
 
+class _Stream:
+    """Large content produced in chunks when hashed (``chunks()`` yields buffers in order), so a
+    layout that must be copied to be hashed is never copied whole."""
+
+    __slots__ = ("chunks",)
+
+    def __init__(self, chunks: Callable[[], Any]) -> None:
+        self.chunks = chunks
+
+
 Encoder = Callable[[Any, list], None]
 Hook = Callable[[Any], Any]
 
@@ -395,6 +405,11 @@ def _finish(out: list) -> Digest:
             hasher.update(b"".join(pending))
             pending.clear()
             hasher.update(part.view)
+        elif type(part) is _Stream:
+            hasher.update(b"".join(pending))
+            pending.clear()
+            for view in part.chunks():
+                hasher.update(view)
         else:
             pending.append(part)
     hasher.update(b"".join(pending))
