@@ -30,7 +30,7 @@ from fleche.errors import (
 from fleche.storage.base import Intent
 from fleche.storage.serialize import Codec, dump_record, record_checksum
 from fleche.storage.sql import CallSql, Sql, ValueSql, cache_from_url
-from fleche.storage.sql_engine import SqlOptions, database_for
+from fleche.storage.sql_engine import Database, SqlOptions, database_for
 from fleche.storage.sql_schema import CHUNK_SIZE, SCHEMA_VERSION, Tables
 
 from ..backends import HARNESSES
@@ -61,17 +61,27 @@ def postgres(tmp_path: Any) -> Iterator[Any]:
 
 @contextmanager
 def statements(engine: sa.Engine) -> Iterator[list[tuple[str, Any]]]:
-    """Statements SQLAlchemy sends to the server inside the block (transaction control aside)."""
+    """Statements sent to the server inside the block (transaction control aside), through
+    SQLAlchemy or through the hot path's prepared statements (``Database.fetch``)."""
     seen: list[tuple[str, Any]] = []
 
     def listener(conn: Any, cursor: Any, statement: str, parameters: Any, *rest: Any) -> None:
         if statement.split(None, 1)[0].upper() not in ("BEGIN", "COMMIT", "ROLLBACK"):
             seen.append((statement, parameters))
 
+    fetch = Database.fetch
+
+    def fetch_seen(db: Database, statement: str, parameters: tuple[Any, ...]) -> list[Any]:
+        if db.engine is engine:
+            seen.append((statement, parameters))
+        return fetch(db, statement, parameters)
+
     sa.event.listen(engine, "before_cursor_execute", listener)
+    Database.fetch = fetch_seen  # type: ignore[method-assign]
     try:
         yield seen
     finally:
+        Database.fetch = fetch  # type: ignore[method-assign]
         sa.event.remove(engine, "before_cursor_execute", listener)
 
 

@@ -112,12 +112,16 @@ class SqlStore(StorageBackend):
             return int(conn.execute(count).scalar_one())
 
     def _candidates(self, prefix: str, limit: int) -> builtins.list[Digest]:
-        # hex sorts below "g", so the keys with the prefix are the range [prefix, prefix + "g")
-        column = self._table.c.key
-        stmt = self._keys().where(column >= prefix, column < prefix + "g")
-        with self._db.core() as conn:
-            keys = conn.execute(stmt.order_by(column).limit(limit)).scalars().all()
-        return [Digest(k) for k in keys]
+        # hex sorts below "g", so the keys with the prefix are the range [prefix, prefix + "g");
+        # one prepared statement on the driver's cursor (no SQLAlchemy per call: expand is hot)
+        sql = self.__dict__.get("_sql_candidates")
+        if sql is None:
+            column, text = self._table.c.key, sa.String
+            low, high = sa.bindparam("low", type_=text), sa.bindparam("high", type_=text)
+            stmt = self._keys().where(column >= low, column < high).order_by(column)
+            sql = self._sql_candidates = compile_positional(self._db, stmt, "low", "high")
+        rows = self._db.fetch(f"{sql} LIMIT {int(limit)}", (prefix, prefix + "g"))
+        return [Digest(k) for (k,) in rows]
 
     # --- identity: a storage is what its URL names --------------------------------------------
     def to_url(self) -> str:
@@ -162,7 +166,7 @@ class SqlBackend(SqlStore):
         self._sql_put = sql(upsert, *names)
 
     def _keys(self) -> sa.Select[Any]:
-        return sa.select(self._table.c.key).where(self._table.c.chunk == 0)
+        return sa.select(self._table.c.key).where(self._table.c.chunk == _ZERO)
 
     def _put(self, key: Digest, value: Any) -> None:
         parts = self.codec.dumps(key, value)  # serialised before the transaction begins
