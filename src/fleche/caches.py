@@ -321,21 +321,26 @@ class Cache(BaseCache):
         # READ context does nothing, the context too
         self._read_record = _fast_reader(self.calls)
         self._read_value = _fast_reader(self.values)
+        joint = getattr(self.calls, "_joint_reader", None)  # record and value in one read
+        self._read_result = (joint and joint(self.values)) or self._read_in_two
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_read_record", None)
         state.pop("_read_value", None)
+        state.pop("_read_result", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._readers()
 
+    def _read_in_two(self, key: Digest) -> Any:
+        return self._read_value(self._read_record(key).result)
+
     def _lookup(self, key: Digest) -> Any:
         try:
-            record = self._read_record(key)
-            result = self._read_value(record.result)
+            result = self._read_result(key)
         except KeyError:
             self.misses += 1
             raise

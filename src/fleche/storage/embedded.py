@@ -16,7 +16,7 @@ The stdlib driver keeps a hit at one indexed SELECT per table. Each thread has i
 (reopened after ``fork``). A key's WRITE context is one IMMEDIATE transaction, entered last and
 holding nothing else, so a call record and its values commit together, gc's check-then-delete
 is atomic, and files are deleted only after the commit that unlinked them. Call keys also take a
-lock file (``DIR/locks/calls/<key>``) so that processes compute a missing call once.
+record lock (one byte of ``DIR/locks/calls.lock``) so that processes compute a missing call once.
 """
 
 from __future__ import annotations
@@ -39,11 +39,11 @@ import xxhash
 
 from ..caches import Cache
 from ..call import NO_RESULT, DigestedCall, QueryCall
-from ..digest import SCHEME_VERSION, Digest
+from ..digest import SCHEME_VERSION, Digest, digest
 from ..errors import ConfigError, FlecheWarning, IntegrityError, SaveError
 from . import _files
 from ._files import OPS, FileOps, key_path, make_dirs, read_file, write_atomic
-from .base import NULL_CONTEXT, CallMixin, Intent, StorageBackend
+from .base import NULL_CONTEXT, CallMixin, Intent, StorageBackend, check_key
 from .filesystem import DirectoryOptions, FileKeyLockMixin, SaveOnceMixin, _rebuild
 from .serialize import Codec
 
@@ -65,6 +65,7 @@ LAYOUT_VERSION = "1"
 BUSY_TIMEOUT = 60.0
 WAL_PAGES = 1000  # pages the WAL may hold before a checkpoint copies them into the database
 _PAGE = 500
+TOUCH_AFTER = 60.0  # seconds: a re-saved value younger than this keeps its ``written`` time
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
@@ -354,7 +355,10 @@ class EmbeddedBackend(StorageBackend):
             _raise_save_error(e, f"cannot use {self._db.path}")
 
     # --- primitives -----------------------------------------------------------------------
-    def _put(self, key: Digest, value: Any) -> None:
+    _select_size = "SELECT size FROM vals WHERE key = ?"
+
+    def _put(self, key: Digest, value: Any, fresh: bool = False) -> None:
+        """Store ``value`` (``fresh``: the caller knows no row exists, so none is replaced)."""
         parts = self.codec.dumps(key, value)
         size = sum(memoryview(part).nbytes for part in parts)
         blob = bytes.fromhex(key)
@@ -365,7 +369,7 @@ class EmbeddedBackend(StorageBackend):
                 "INSERT OR REPLACE INTO vals VALUES (?, NULL, ?, ?)", (blob, size, time.time())
             )
             return
-        old = self._execute("SELECT size FROM vals WHERE key = ?", (blob,)).fetchone()
+        old = None if fresh else self._execute(self._select_size, (blob,)).fetchone()
         data = b"".join(parts)
         self._execute(
             "INSERT OR REPLACE INTO vals VALUES (?, ?, NULL, ?)", (blob, data, time.time())
@@ -402,8 +406,16 @@ class EmbeddedBackend(StorageBackend):
         raise self._corrupt(key, IntegrityError(f"entry {key}: its value file is missing"))
 
     def _touch(self, key: Digest) -> bool:
-        sql = "UPDATE vals SET written = ? WHERE key = ?"
-        return self._execute(sql, (time.time(), bytes.fromhex(key))).rowcount > 0
+        """Mark a stored value as written now; False when it is not stored. A value written less
+        than ``TOUCH_AFTER`` seconds ago is left as it is: a read, no page to write and commit."""
+        blob = bytes.fromhex(key)
+        row = self._execute("SELECT written FROM vals WHERE key = ?", (blob,)).fetchone()
+        if row is None:
+            return False
+        now = time.time()
+        if not 0 <= now - row[0] < TOUCH_AFTER:
+            self._execute("UPDATE vals SET written = ? WHERE key = ?", (now, blob))
+        return True
 
     def _contains(self, key: Digest) -> bool:
         return self._execute(self._select_one, (bytes.fromhex(key),)).fetchone() is not None
@@ -568,13 +580,20 @@ class EmbeddedCallBackend(EmbeddedBackend):
     _table = "calls"
     _area = "calls"
 
-    def _put(self, key: Digest, value: Any) -> None:
+    def _put(self, key: Digest, value: Any, fresh: bool = False) -> None:
         row = _call_row(key, value)
         blob = bytes.fromhex(key)
-        self._unindex(blob)
-        self._execute(
-            "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (blob, *row)
-        )
+        try:  # the usual case, a new record: one INSERT, no look for an old one to unindex
+            self._db.connection().execute(
+                "INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (blob, *row)
+            )
+        except sqlite3.IntegrityError:
+            self._unindex(blob)
+            self._execute(
+                "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (blob, *row)
+            )
+        except sqlite3.Error as e:
+            _raise_save_error(e, f"cannot use {self._db.path}")
         args = row[5]
         self._execute_many(
             "INSERT OR IGNORE INTO args VALUES (?, ?, ?)",
@@ -603,6 +622,37 @@ class EmbeddedCallBackend(EmbeddedBackend):
         return self._decode(key, row)
 
     _select_call = f"SELECT {_CALL_COLUMNS} FROM calls WHERE key = ?"
+    _select_hit = (
+        "SELECT c.name, c.module, c.version, c.created, c.result, c.args, c.extra, c.checksum,"
+        " v.data, v.key FROM calls c LEFT JOIN vals v ON v.key = c.result WHERE c.key = ?"
+    )
+
+    def _joint_reader(self, values: Any) -> Callable[[Digest], Any] | None:
+        """A hit in one SELECT when ``values`` lives in the same database: the record (its
+        checksum verified, nothing else decoded) joined to its inline value (see ``Cache``)."""
+        if not isinstance(values, EmbeddedBackend) or values._db is not self._db:
+            return None
+        db, sql, codec, checksum = self._db, self._select_hit, values.codec, _checksum
+
+        def read(key: Digest) -> Any:
+            row = db.connection().execute(sql, (bytes.fromhex(key),)).fetchone()
+            if row is None:
+                raise KeyError(key)
+            if checksum(key, row[:7]) != row[7]:
+                error = IntegrityError(f"call record {key}: checksum mismatch")
+                raise self._corrupt(key, error) from error
+            result, data = row[4], row[8]
+            if result is None:
+                raise KeyError(key)
+            result_key = Digest(result.hex())
+            if data is None:  # a value file, or no value: the plain path says which
+                return values._get(result_key)
+            try:
+                return codec.loads(result_key, data)
+            except IntegrityError as e:
+                raise values._corrupt(result_key, e) from e
+
+        return read
 
     def _decode(self, key: Digest, row: tuple[Any, ...]) -> DigestedCall:
         try:
@@ -620,14 +670,25 @@ class EmbeddedCallBackend(EmbeddedBackend):
         """Records matching ``template``: name, module, version and argument values are answered
         by indexes in SQL; metadata and "present, any value" arguments are checked in Python."""
         wanted = template.argument_digests()
-        where, parameters = self._where(template, wanted)
-        sql = (
-            f"SELECT key, {_CALL_COLUMNS} FROM calls WHERE key > ?{where} "
-            f"ORDER BY key LIMIT {_PAGE}"
-        )
+        fixed = [(p, d) for p, d in wanted.items() if d is not None]
+        where, parameters = self._where(template, dict(fixed[1:]))
+        columns = ", ".join(f"c.{c.strip()}" for c in _CALL_COLUMNS.split(","))
+        if fixed:  # driven by the first argument's index entries: never a scan of the function
+            sql = (
+                f"SELECT a.call, {columns} FROM args a CROSS JOIN calls c ON c.key = a.call "
+                f"WHERE a.param = ? AND a.value = ? AND a.call > ?{where} "
+                f"ORDER BY a.call LIMIT {_PAGE}"
+            )
+            parameters = [fixed[0][0], bytes.fromhex(fixed[0][1]), *parameters]
+        else:
+            sql = (
+                f"SELECT c.key, {columns} FROM calls c WHERE c.key > ?{where} "
+                f"ORDER BY c.key LIMIT {_PAGE}"
+            )
         last = b""
         while True:  # pages: no statement stays open while the caller works on the results
-            page = self._execute(sql, (last, *parameters)).fetchall()
+            bound = (*parameters[:2], last, *parameters[2:]) if fixed else (last, *parameters)
+            page = self._execute(sql, bound).fetchall()
             for blob, *row in page:
                 key = Digest(blob.hex())
                 try:
@@ -649,11 +710,11 @@ class EmbeddedCallBackend(EmbeddedBackend):
             ("version", _version_text(template.version)),
         ):
             if value is not None:
-                where += f" AND {column} = ?"
+                where += f" AND c.{column} = ?"
                 parameters.append(value)
         for param, value_digest in wanted.items():
             if value_digest is not None:
-                where += " AND key IN (SELECT call FROM args WHERE param = ? AND value = ?)"
+                where += " AND c.key IN (SELECT call FROM args WHERE param = ? AND value = ?)"
                 parameters += [param, bytes.fromhex(value_digest)]
         return where, parameters
 
@@ -661,11 +722,22 @@ class EmbeddedCallBackend(EmbeddedBackend):
 class ValueEmbedded(SaveOnceMixin, EmbeddedBackend):
     """Values: no per-key lock is needed, as each write is one transaction of identical bytes."""
 
+    def save(self, value: Any, key: str | None = None) -> Digest:
+        key = digest(value) if key is None else check_key(key)
+        with self._operation_context(key, intent=Intent.WRITE):
+            if not self._touch(key):
+                self._put(key, value, fresh=True)  # in this transaction, no row can appear
+        return key
+
 
 class CallEmbedded(CallMixin, FileKeyLockMixin, EmbeddedCallBackend):
-    """Call records. ``query`` is named here, lest ``CallMixin``'s scan win."""
+    """Call records. ``query`` is named here, lest ``CallMixin``'s scan win. A key's process lock
+    is a byte of ``DIR/locks/calls.lock`` (see ``_files.RangeLock``): no file per key."""
 
     query = EmbeddedCallBackend.query
+
+    def _process_lock(self, key: str) -> Any:
+        return _files.range_lock(f"{self._lock_dir}.lock", key, self.lock_timeout, self.mode)
 
 
 def cache_from_url(url: str) -> Cache:
