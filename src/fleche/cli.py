@@ -186,33 +186,63 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Load every value and re-hash it; a corrupt entry is reported (and removed when read)."""
+    """Load every call record and value, re-hash the values; report (and remove) corrupt ones."""
+    from contextlib import nullcontext
+
+    from .storage.base import keeping_corrupt
+
     cache = _open(args.cache)
-    checked, corrupt, mismatched = 0, [], []
-    keys = list(cache.value_keys())
-    for i, key in enumerate(keys, 1):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                value = cache.load_value(key)
-            except KeyError:
-                value = _MISSING
-        checked += 1
-        if value is _MISSING:
-            if caught:
+    calls, values = list(cache.list()), list(cache.value_keys())
+    corrupt_calls, corrupt, mismatched = [], [], []
+    total = len(calls) + len(values)
+    with keeping_corrupt() if args.keep else nullcontext():
+        for i, key in enumerate(calls, 1):
+            if _corrupt_on_load(cache._load_record, key) is _CORRUPT:
+                corrupt_calls.append(key)
+            _progress(args, "verify", i, total)
+        for i, key in enumerate(values, len(calls) + 1):
+            value = _corrupt_on_load(cache.load_value, key)
+            if value is _CORRUPT:
                 corrupt.append(key)
-        elif _rehash(value) != key:
-            mismatched.append(key)
-        _progress(args, "verify", i, len(keys))
-    data = {"checked": checked, "corrupt": corrupt, "digest_mismatch": mismatched}
-    lines = [f"checked {checked} values: {len(corrupt)} corrupt (removed), "
+            elif value is not _MISSING and _rehash(value) != key:
+                mismatched.append(key)
+            _progress(args, "verify", i, total)
+    fate = "kept" if args.keep else "removed"
+    data = {
+        "checked": len(values),
+        "checked_calls": len(calls),
+        "corrupt": corrupt,
+        "corrupt_calls": corrupt_calls,
+        "digest_mismatch": mismatched,
+        "removed": not args.keep,
+    }
+    lines = [f"checked {len(calls)} calls and {len(values)} values: "
+             f"{len(corrupt_calls) + len(corrupt)} corrupt ({fate}), "
              f"{len(mismatched)} whose digest changed on reload"]  # fmt: skip
-    lines += [f"corrupt {key}" for key in corrupt] + [f"mismatch {key}" for key in mismatched]
+    lines += [f"corrupt call {key}" for key in corrupt_calls]
+    lines += [f"corrupt value {key}" for key in corrupt]
+    lines += [f"mismatch {key}" for key in mismatched]
     _emit(args, data, lines)
-    return EXIT_CORRUPT if corrupt else EXIT_OK
+    return EXIT_CORRUPT if corrupt or corrupt_calls else EXIT_OK
 
 
-_MISSING = object()
+_MISSING, _CORRUPT = object(), object()
+
+
+def _corrupt_on_load(load: Callable[[str], Any], key: str) -> Any:
+    """``load(key)``; ``_CORRUPT`` when it failed its checksum, ``_MISSING`` when it is gone."""
+    from .errors import CorruptEntryWarning, IntegrityError
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return load(key)
+        except IntegrityError:
+            return _CORRUPT
+        except KeyError:
+            if any(issubclass(w.category, CorruptEntryWarning) for w in caught):
+                return _CORRUPT
+            return _MISSING
 
 
 def _rehash(value: Any) -> str | None:
@@ -266,29 +296,36 @@ def _gc_takes_grace(cache: Any) -> bool:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    """Would ``FUNC(name=value ...)`` hit? Answered through the indexes, as ``f.explain`` is."""
+    from .explain import nearest
+
     cache = _open(args.cache)
     template = _template(cache, args.func, args.arguments)
     asked = {name: digest(value) for name, value in template.arguments.items()}
-    calls = list(cache.query(QueryCall(template.name, module=template.module)))
-    if not calls:
-        _emit(args, {"stored": False, "nearest": []}, [f"no stored call of {args.func}"])
-        return EXIT_NOT_FOUND
-    scored = []
-    for call in calls:
-        stored = call.record.arguments
-        differing = sorted(n for n in set(asked) | set(stored) if asked.get(n) != stored.get(n))
-        scored.append((len(differing), call.key, differing))
-    scored.sort()
-    exact = [s for s in scored if s[0] == 0]
+    base = QueryCall(template.name, module=template.module)
+    exact = [
+        key
+        for key, record in cache._query_records(
+            QueryCall(template.name, asked, {}, template.module)
+        )
+        if set(record.arguments) == set(asked)
+    ]
+    near = [] if exact else nearest(cache, base, asked)
     data = {
         "stored": bool(exact),
-        "nearest": [{"key": k, "differing": d} for _, k, d in scored[:3]],
+        "keys": exact,
+        "nearest": [{"key": n.key, "differing": list(n.differing)} for n in near],
     }
     if exact:
-        lines = [f"stored: {exact[0][1][:MIN_SHORT]} (a call would hit)"]
+        lines = [f"stored: {_shorts(cache, exact)[0]} (a call would hit)"]
+    elif not near:
+        lines = [f"no stored call of {args.func}"]
     else:
         lines = ["not stored; nearest stored calls:"]
-        lines += [f"  {k[:MIN_SHORT]} differs in {', '.join(d)}" for _, k, d in scored[:3]]
+        shorts = _shorts(cache, [n.key for n in near])
+        lines += [
+            f"  {s} differs in {', '.join(n.differing)}" for s, n in zip(shorts, near, strict=True)
+        ]
     _emit(args, data, lines)
     return EXIT_OK if exact else EXIT_NOT_FOUND
 
@@ -342,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
         "prefix", nargs="+"
     )
     add("gc", cmd_gc, "remove values no stored call refers to")
-    add("verify", cmd_verify, "re-hash stored values; report (and remove) corrupt ones")
+    verify = add("verify", cmd_verify, "re-hash stored values; report (and remove) corrupt ones")
+    verify.add_argument("--keep", action="store_true", help="report corrupt entries, keep them")
     copy = add("copy", cmd_copy, "copy every call from SOURCE to TARGET (any backends)")
     copy.add_argument("source")
     copy.add_argument("target")

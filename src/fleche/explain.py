@@ -10,9 +10,10 @@ from .call import QueryCall
 from .digest import Digest
 
 if TYPE_CHECKING:
+    from .caches import BaseCache
     from .wrapper import CachedFunction
 
-__all__ = ["Explanation", "NearMiss", "explain"]
+__all__ = ["Explanation", "NearMiss", "explain", "nearest"]
 
 
 @dataclass
@@ -61,18 +62,26 @@ def explain(func: CachedFunction, args: tuple[Any, ...], kwargs: dict[str, Any],
     key, hexes, _ = func._key(values, cache)
     asked = {name: Digest(h) for (_, name), h in zip(func._keyed, hexes, strict=True)}
     result = Explanation(func.name, key, cache.contains(key), asked)
-    if result.stored:
-        return result
-    # one indexed query per argument: calls sharing the most arguments are the nearest
+    if not result.stored:
+        result.nearest = nearest(cache, func.template(), asked, limit)
+    return result
+
+
+def nearest(cache: BaseCache, base: QueryCall, asked: dict[str, Digest], limit: int = 3
+            ) -> list[NearMiss]:  # fmt: skip
+    """The stored calls matching ``base`` that differ from ``asked`` in the fewest arguments.
+
+    One indexed query per argument (calls sharing the most arguments are the nearest), then, if
+    too few share any, other calls of ``base`` fill up: no scan of every stored call.
+    """
     shared: Counter[Digest] = Counter()
     records: dict[Digest, Any] = {}
-    base = func.template()
     for name, value_digest in asked.items():
         template = QueryCall(base.name, {name: value_digest}, {}, base.module, base.version)
         for other_key, record in cache._query_records(template):
             shared[other_key] += 1
             records[other_key] = record
-    if len(records) < limit:  # too few share an argument: other calls of the function fill up
+    if len(records) < limit:
         for other_key, record in cache._query_records(base):
             if len(records) >= limit:
                 break
@@ -87,5 +96,4 @@ def explain(func: CachedFunction, args: tuple[Any, ...], kwargs: dict[str, Any],
         }
         candidates.append((len(differing), other_key, differing))
     candidates.sort(key=lambda c: (c[0], c[1]))
-    result.nearest = [NearMiss(k, d) for _, k, d in candidates[:limit]]
-    return result
+    return [NearMiss(k, d) for _, k, d in candidates[:limit]]

@@ -12,7 +12,8 @@ import enum
 import logging
 import warnings
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from ..call import DigestedCall, QueryCall
@@ -32,7 +33,20 @@ __all__ = [
     "ValueMixin",
     "ValueStorage",
     "check_key",
+    "keeping_corrupt",
 ]
+
+_keep_corrupt: ContextVar[bool] = ContextVar("fleche_keep_corrupt", default=False)
+
+
+@contextmanager
+def keeping_corrupt() -> Iterator[None]:
+    """In the block a corrupt entry is still a warned miss but stays stored (``verify --keep``)."""
+    token = _keep_corrupt.set(True)
+    try:
+        yield
+    finally:
+        _keep_corrupt.reset(token)
 
 
 class Intent(enum.Enum):
@@ -145,6 +159,8 @@ class KeyManagement(OperationContext):
             CorruptEntryWarning,
             stacklevel=4,
         )
+        if _keep_corrupt.get():
+            return KeyError(key)
         try:
             self._evict(key)
         except Exception as e:  # read-only media or already gone: the miss stands
