@@ -201,8 +201,8 @@ class CachedFunction:
         with self._compute_context(cache, key) as locked:
             try:
                 return cache._lookup(key)  # computed by someone else while we waited
-            except KeyError:
-                pass
+            except KeyError:  # the re-check and the first look-up are one miss
+                cache.misses = max(cache.misses - 1, 0)
             if indirect:
                 args, kwargs, values = self._resolve_digests(cache, values)
             recorders = (*active_metadata(), *self._meta)
@@ -366,8 +366,8 @@ class AsyncCachedFunction(CachedFunction):
         async with _ComputeContext(None, inner, self._compute_on_timeout, key) as locked:
             try:
                 return cache._lookup(key)
-            except KeyError:
-                pass
+            except KeyError:  # the re-check and the first look-up are one miss
+                cache.misses = max(cache.misses - 1, 0)
             if indirect:
                 args, kwargs, values = self._resolve_digests(cache, values)
             recorders = (*active_metadata(), *self._meta)
