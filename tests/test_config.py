@@ -148,6 +148,17 @@ def test_fleche_cache_overrides_the_configured_default(tree, monkeypatch) -> Non
     assert cache_to_config(default_cache()) == {"url": "memory://?copy=1"}
 
 
+def test_fleche_cache_takes_a_name_or_a_path_and_its_errors_say_so(tree, monkeypatch) -> None:
+    tree.write(tree.project, "[team]\nurl = 'void://'\n")
+    monkeypatch.setenv("FLECHE_CACHE", "team")
+    assert isinstance(default_cache(), VoidCache)
+    monkeypatch.setenv("FLECHE_CACHE", "./here")
+    assert cache_to_config(default_cache()) == {"url": f"embedded://{tree.work / 'here'}"}
+    monkeypatch.setenv("FLECHE_CACHE", "taem")
+    with pytest.raises(ConfigError, match=r"FLECHE_CACHE='taem': unknown cache name 'taem'.*team"):
+        default_cache()
+
+
 def test_default_cache_as_an_inline_table_or_a_url(tree) -> None:
     tree.write(tree.project, "[default]\ncache = { url = 'memory://', max_entries = 5 }\n")
     built = default_cache()

@@ -254,7 +254,10 @@ def default_cache() -> BaseCache:
     cache (with a one-line notice)."""
     target = os.environ.get("FLECHE_CACHE")
     if target:
-        return resolve_cache(target)
+        try:
+            return resolve_cache(target)
+        except ConfigError as e:
+            raise ConfigError(f"FLECHE_CACHE={target!r}: {e}") from None
     if "default" in configured_caches():
         return named_cache("default")
     log.info(
