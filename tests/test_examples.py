@@ -1,6 +1,6 @@
 """Every script in examples/ runs to completion, and the examples page shows each one's output.
 
-Run this file as a script (``python tests/test_examples.py --write-docs``) to run every example and
+Run this file as a script (``python -m tests.test_examples --write-docs``) to run every example and
 write its output into the pages of ``docs/``, between the ``output`` markers that name it.
 """
 
@@ -158,5 +158,5 @@ def write_docs() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write-docs"]:
-        raise SystemExit(f"usage: python {sys.argv[0]} --write-docs")
+        raise SystemExit("usage: python -m tests.test_examples --write-docs")
     write_docs()
