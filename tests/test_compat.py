@@ -129,3 +129,37 @@ def test_calls_and_digests_as_before() -> None:
     assert isinstance(record, DigestedCall)
     assert QueryCall("f").matches(record)
     assert D(1) == digest(1)
+
+
+def test_fleche_storage_names_of_section_5(tmp_path) -> None:
+    from fleche.caches import Cache
+    from fleche.storage import (
+        CallMemory,
+        CallPickleFile,
+        CallVoid,
+        MemoryBackend,
+        Sql,
+        ValueMemory,
+        ValuePickleFile,
+        ValueVoid,
+        VoidBackend,
+    )
+
+    backend = MemoryBackend()
+    backend.put([1], "a" * 32)
+    assert backend.get("a" * 32) == [1]
+    void = VoidBackend()
+    void.put(1, "b" * 32)
+    with pytest.raises(KeyError):
+        void.get("b" * 32)
+    for values, calls in [
+        (ValueMemory(), CallMemory()),
+        (ValuePickleFile(tmp_path / "values"), CallPickleFile(tmp_path / "calls")),
+        (ValueMemory(), Sql(f"sqlite:///{tmp_path}/calls.db")),
+    ]:
+        store = Cache(values, calls)
+        key = store.save(Call("f", {"x": 1}, {}, "tests", result=[2]))
+        assert store.load(key).result == [2]
+        assert store.load(key).arguments["x"] == 1
+    nothing = Cache(ValueVoid(), CallVoid())
+    assert not nothing.contains(nothing.save(Call("f", {"x": 1}, {}, "tests", result=2)))
