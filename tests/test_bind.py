@@ -9,8 +9,11 @@ from concurrent.futures import ProcessPoolExecutor
 import pytest
 
 from fleche import cache, fleche, meta, tags
-from fleche.config import cache_from_config, cache_from_url
+from fleche.call import Call
+from fleche.config import cache_from_config, cache_from_url, resolve_cache
 from fleche.metadata import Runtime
+
+from .backends import HARNESSES
 
 
 @fleche
@@ -67,3 +70,32 @@ def test_caches_built_from_config_pickle_as_their_urls(tmp_path) -> None:
     again = pickle.loads(pickle.dumps(built))
     assert again == built
     assert str(tmp_path / "team").encode() in pickle.dumps(built)
+
+
+@pytest.mark.parametrize("kind", ["path", "sqlite"])
+def test_bound_calls_land_in_a_shared_sql_cache(tmp_path, kind) -> None:
+    shared = resolve_cache(
+        str(tmp_path / "here") if kind == "path" else f"sqlite:///{tmp_path}/c.db"
+    )
+    with cache(shared):
+        work = square.bind()
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        assert sorted(pool.map(work, range(4))) == [0, 1, 4, 9]
+    with cache(shared):
+        assert sorted(square.query().results()) == [0, 1, 4, 9]
+
+
+@pytest.mark.parametrize("kind", sorted(name for name in HARNESSES if name != "memory"))
+def test_every_persistent_cache_pickles_as_its_url(tmp_path, kind) -> None:
+    harness = HARNESSES[kind](tmp_path)
+    harness.check_available()
+    try:
+        built = harness.cache()
+        key = built.save(Call("f", {"x": 1}, {}, "tests", result=2))
+        data = pickle.dumps(built)
+        assert built.url.encode() in data
+        again = pickle.loads(data)
+        assert again == built
+        assert again.load(key).result == 2
+    finally:
+        harness.close()
