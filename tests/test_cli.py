@@ -369,3 +369,28 @@ def test_subprocess_errors_are_one_line(stored) -> None:
     assert done.stderr.count("\n") == 1 and "no-such-name" in done.stderr
     done = stored("frobnicate", cache_option=False)
     assert done.returncode == EXIT_USAGE
+
+
+def test_subprocess_finds_the_cache_by_name_config_or_environment(tmp_path) -> None:
+    store = HARNESSES["sqlite"](tmp_path).cache()
+    with cache(store):
+        keys = fill()
+    (tmp_path / "fleche.toml").write_text(
+        f'root = true\n[default]\ncache = "team"\n[team]\nurl = "{store.url}"\n'
+    )
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    env.pop("FLECHE_CACHE", None)
+
+    def ls(*argv: str, **extra: str) -> set[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "fleche", "ls", "--json", *argv],
+            capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+            env={**env, **extra},
+        )  # fmt: skip
+        assert done.returncode == EXIT_OK, done.stderr
+        return {row["key"] for row in json.loads(done.stdout)}
+
+    assert ls("--cache", "team") == set(keys)  # a configured name
+    assert ls() == set(keys)  # the configured default
+    assert ls(FLECHE_CACHE="memory") == set()  # the environment overrides it
+    assert ls("--cache", store.url, FLECHE_CACHE="memory") == set(keys)  # the option wins
