@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import warnings
+from typing import Any
 
 from fleche import cache, fleche
 from fleche.errors import FlecheWarning
@@ -33,6 +34,16 @@ def write(url: str, seed: int) -> None:
     rng = random.Random(seed)
     with cache(url):
         print("ready", flush=True)
+        while True:
+            produce(rng.randrange(POOL))
+
+
+def write_ready(url: str, seed: int, ready: Any) -> None:
+    """``write``, for a process forked from the preloaded fork server (``common.start_writer``):
+    sets the ``ready`` event instead of printing."""
+    rng = random.Random(seed)
+    with cache(url):
+        ready.set()
         while True:
             produce(rng.randrange(POOL))
 

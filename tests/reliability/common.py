@@ -8,6 +8,7 @@ a small count. Each test states its count and its pass rule, and records its tal
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -61,6 +62,32 @@ def spawn(*args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+_forkserver: list[Any] = []
+
+
+def start_writer(url: str, seed: int, timeout: float = 60) -> Any:
+    """A writer process (``child.write_ready``) that has opened its cache, forked from a fork
+    server that preloaded fleche, numpy and the drivers: a kill -9 cycle does not pay for a new
+    interpreter and its imports. The child opens its own connections after the fork."""
+    if not _forkserver:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["tests.reliability.child", *_DRIVERS])
+        _forkserver.append(context)
+    context = _forkserver[0]
+    ready = context.Event()
+    from . import child
+
+    process = context.Process(target=child.write_ready, args=(url, seed, ready), daemon=True)
+    process.start()
+    if not ready.wait(timeout):
+        process.kill()
+        raise AssertionError(f"writer never became ready (exit code {process.exitcode})")
+    return process
+
+
+_DRIVERS = ["sqlalchemy", "psycopg", "pymysql", "redis", "sqlite3", "cloudpickle"]
 
 
 def wait_ready(child: subprocess.Popen[str], timeout: float = 60) -> None:
