@@ -13,7 +13,11 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from .common import count, record, spawn, wait_ready
+
+pytestmark = pytest.mark.timeout(1200)  # full counts (nox -s stress) outlast the default 300 s
 
 
 def test_concurrent_writers_never_read_a_wrong_value(persistent) -> None:

@@ -24,6 +24,8 @@ from fleche.errors import CorruptEntryWarning, FlecheWarning
 from .common import count, record
 from .raw import flip, record_unit, truncate, value_unit
 
+pytestmark = pytest.mark.timeout(1200)  # full counts (nox -s stress) outlast the default 300 s
+
 TARGETS = ("record", "value")
 MUTATIONS = ("flip", "truncate", "delete")
 runs: list[int] = []

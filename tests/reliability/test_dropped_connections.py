@@ -31,6 +31,8 @@ from fleche.errors import CorruptEntryWarning, FlecheWarning, UnstorableResultWa
 from ..backends import HARNESSES
 from .common import count, record
 
+pytestmark = pytest.mark.timeout(1200)  # full counts (nox -s stress) outlast the default 300 s
+
 MOMENTS = {
     "postgres": ("idle", "computing", "in_write", "in_every_write"),
     "redis": ("idle", "computing"),

@@ -13,10 +13,14 @@ import random
 import time
 import warnings
 
+import pytest
+
 from fleche.config import resolve_cache
 from fleche.errors import FlecheWarning
 
 from .common import count, expected, record, same, start_writer
+
+pytestmark = pytest.mark.timeout(3600)  # full counts (nox -s stress) outlast the default 300 s
 
 SAMPLE = 8
 

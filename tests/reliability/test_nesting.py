@@ -32,6 +32,8 @@ from fleche.errors import LockTimeoutError
 from ..backends import HARNESSES
 from .common import count, record
 
+pytestmark = pytest.mark.timeout(1200)  # full counts (nox -s stress) outlast the default 300 s
+
 # --- fib(200): one connection for the locks ----------------------------------------------------
 depth_seen: list[tuple[int, int]] = []
 
