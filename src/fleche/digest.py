@@ -439,6 +439,11 @@ def digest(value: Any) -> Digest:
 def digest_hex(value: Any) -> str:
     """``str(digest(value))`` without building a ``Digest``: the per-argument hot path."""
     encoder = _dispatch.get(type(value))
+    if encoder is _enc_str:  # the commonest arguments, encoded inline: the same bytes
+        b = value.encode("utf-8", "surrogatepass")
+        return _xxh3_hex(b"s" + _pack_Q(len(b)) + b)
+    if encoder is _enc_int and -0x8000000000000000 <= value <= 0x7FFFFFFFFFFFFFFF:
+        return _xxh3_hex(b"i" + _pack_q(value))
     if encoder is None or encoder is _enc_digest:
         return str(digest(value))
     out: list = []
