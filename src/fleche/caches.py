@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import time
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
+from ._log import get_logger
 from .call import NO_RESULT, Call, DigestedCall, LazyCall, QueryCall, now
 from .digest import Digest
 from .errors import CorruptEntryWarning, IntegrityError, Rejected, SaveError, StorageError
@@ -66,7 +66,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class BaseCache:
@@ -322,7 +322,7 @@ class Cache(BaseCache):
         self._read_record = _fast_reader(self.calls)
         self._read_value = _fast_reader(self.values)
         joint = getattr(self.calls, "_joint_reader", None)  # record and value in one read
-        self._read_result = (joint and joint(self.values)) or self._read_in_two
+        self._read_result = joint(self.values) if joint is not None else None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -335,12 +335,13 @@ class Cache(BaseCache):
         self.__dict__.update(state)
         self._readers()
 
-    def _read_in_two(self, key: Digest) -> Any:
-        return self._read_value(self._read_record(key).result)
-
     def _lookup(self, key: Digest) -> Any:
         try:
-            result = self._read_result(key)
+            if self._read_result is not None:
+                result = self._read_result(key)
+            else:
+                record = self._read_record(key)
+                result = self._read_value(record.result)
         except KeyError:
             self.misses += 1
             raise

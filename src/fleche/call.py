@@ -8,10 +8,10 @@ the result never enter the key.
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar, get_args, get_origin
 
 from .digest import Digest, _pack_Q, _xxh3_hex, digest, encode_into
@@ -377,7 +377,7 @@ def module_of(func: Callable[..., Any]) -> str | None:
     if module in ("__main__", "__mp_main__"):  # __mp_main__: the script in a spawned worker
         main = sys.modules.get(module)
         path = getattr(main, "__file__", None)
-        return Path(path).stem if path else "__main__"
+        return os.path.splitext(os.path.basename(path))[0] if path else "__main__"
     return module
 
 

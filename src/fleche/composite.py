@@ -11,11 +11,11 @@ importable from ``fleche.caches`` too.
 from __future__ import annotations
 
 import bisect
-import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
+from ._log import get_logger
 from .caches import BaseCache, RefreshingCache, VoidCache, _Delegating
 from .call import NO_RESULT, Call, DigestedCall, LazyCall, QueryCall
 from .digest import DIGEST_LENGTH, Digest
@@ -33,7 +33,7 @@ __all__ = [
     "VoidCache",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class _Refusing(BaseCache):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import functools
 import importlib
-import logging
 import os
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
+from ._log import get_logger
 from .caches import BaseCache, Cache, VoidCache
 from .errors import ConfigError, MissingDependencyError
 
@@ -27,7 +29,7 @@ __all__ = [
     "resolve_cache",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # scheme -> ("module:factory", extra to install when its import fails); factories take the URL
 _SCHEMES: dict[str, tuple[str | Callable[[str], BaseCache], str | None]] = {
@@ -118,6 +120,8 @@ def resolve_cache(target: Any) -> BaseCache:
     """A cache from a cache, a name, a URL or a path (SPEC section 8)."""
     if isinstance(target, BaseCache):
         return target
+    from pathlib import Path  # here: ``import fleche`` does not need it
+
     if isinstance(target, os.PathLike):
         return cache_from_path(Path(target))
     if not isinstance(target, str) or not target:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import sys
 import time
 from collections.abc import Iterable
 from typing import Any
 
+from ._log import get_logger
 from .errors import ConfigError
 
 __all__ = [
@@ -28,7 +28,7 @@ __all__ = [
     "recorder_from_config",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class MetaData:

@@ -12,7 +12,6 @@ that has saved and not yet enforced (one per process for single-threaded workers
 
 from __future__ import annotations
 
-import logging
 import pickle
 import sys
 import threading
@@ -20,6 +19,7 @@ import time
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple
 
+from ._log import get_logger
 from .caches import BaseCache, Cache, _Delegating, save_computed
 from .call import NO_RESULT, Call, DigestedCall, QueryCall
 from .digest import Digest
@@ -29,7 +29,7 @@ from .storage.locking import current_owner
 
 __all__ = ["SizeLimitedCache", "estimate_size"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # The key whose WRITE lock serialises enforcement, in every process sharing the store. A fixed
 # digest: a call key equal to it (probability 2**-128) would only share its lock.

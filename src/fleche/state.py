@@ -7,17 +7,17 @@ activates it for the block only, in the current thread or asyncio task (SPEC sec
 from __future__ import annotations
 
 import contextvars
-import logging
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
+from ._log import get_logger
 from .caches import BaseCache, VoidCache
 from .metadata import MetaData, Tags
 
 __all__ = ["active_cache", "active_metadata", "cache", "meta", "project", "tags"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 _cache_var: contextvars.ContextVar[BaseCache | None] = contextvars.ContextVar(

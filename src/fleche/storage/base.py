@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import builtins
 import enum
-import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from .._log import get_logger
 from ..call import DigestedCall, QueryCall
 from ..digest import DIGEST_LENGTH, Digest, digest, is_hex_key
 from ..errors import AmbiguousDigestError, CorruptEntryWarning, InvalidKeyError
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 __all__ = [
     "NULL_CONTEXT",
