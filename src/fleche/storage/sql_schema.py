@@ -21,7 +21,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -229,8 +229,9 @@ def query_statement(tables: Tables, template: QueryCall) -> sa.Select[Any]:
     """One indexed SELECT of (key, record, checksum) for the calls that may match ``template``.
 
     Name, module, version, code digest, result and argument digests are matched in the database
-    (one join on the arguments index per fixed argument, EXISTS for "present, any value"); the
-    caller re-checks each row with ``template.matches`` (metadata, clipped columns).
+    (one join on the arguments index per fixed argument, EXISTS for "present, any value"), and a
+    row must contain the JSON text of each string in the metadata template; the caller re-checks
+    each row with ``template.matches`` (metadata exactly, clipped columns).
     """
     calls = tables.calls
     stmt = sa.select(calls.c.key, calls.c.record, calls.c.checksum)
@@ -251,4 +252,22 @@ def query_statement(tables: Tables, template: QueryCall) -> sa.Select[Any]:
             conditions.append(sa.exists().where(on))
         else:
             stmt = stmt.join(argument, sa.and_(on, argument.c.digest == wanted_digest))
+    for fragment in metadata_fragments(template.metadata):
+        conditions.append(calls.c.record.contains(fragment, autoescape=True))
     return stmt.where(*conditions)
+
+
+def metadata_fragments(template: Mapping[str, Any]) -> Iterator[str]:
+    """``"key":"value"`` for each string of a metadata template: text a matching record holds.
+
+    Only strings: ``1`` and ``1.0`` match each other in Python but not as text. A row that holds
+    the text elsewhere (or in another case, under a case-insensitive collation) is dropped by the
+    caller's exact re-check, so the filter may let too much through, never too little.
+    """
+    for key, wanted in template.items():
+        if isinstance(wanted, Mapping):
+            yield from metadata_fragments(wanted)
+        elif isinstance(key, str) and isinstance(wanted, str):
+            fragment = json.dumps({key: wanted}, separators=(",", ":"))[1:-1]
+            if "\\" not in fragment:  # escapes: left to the re-check
+                yield fragment
