@@ -123,6 +123,8 @@ def test_short_digests_grow_until_unique(capsys) -> None:
     code, _, err = run(capsys, "show", "abcdef1")
     assert code == EXIT_AMBIGUOUS
     assert twins[0] in err and twins[1] in err
+    code, out, _ = run(capsys, "evict", "abcdef13")
+    assert (code, out) == (EXIT_OK, "evicted abcdef13\n")
 
 
 def test_gc_and_verify_in_process(capsys) -> None:

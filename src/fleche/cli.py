@@ -173,9 +173,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
 def cmd_evict(args: argparse.Namespace) -> int:
     cache = _open(args.cache)
     keys = [cache.expand(prefix) for prefix in args.prefix]
+    shorts = _shorts(cache, keys)  # while they are stored: as long as it takes to tell them apart
     for key in keys:
         cache.evict(key)
-    _emit(args, keys, [f"evicted {key[:MIN_SHORT]}" for key in keys])
+    _emit(args, keys, [f"evicted {short}" for short in shorts])
     return EXIT_OK
 
 
