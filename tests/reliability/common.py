@@ -91,14 +91,24 @@ _DRIVERS = ["sqlalchemy", "psycopg", "pymysql", "redis", "sqlite3", "cloudpickle
 
 
 def wait_ready(child: subprocess.Popen[str], timeout: float = 60) -> None:
-    """Block until the child printed ``ready`` (it opened its cache)."""
+    """Block until the child printed ``ready`` (it opened its cache).
+
+    Reads the pipe's bytes one at a time, never through ``child.stdout``'s buffer: a buffered
+    ``readline`` may read ahead the child's next line, which ``communicate`` would then not see.
+    """
     deadline = time.monotonic() + timeout
     assert child.stdout is not None
+    fd, line = child.stdout.fileno(), b""
     while time.monotonic() < deadline:
-        line = child.stdout.readline()
-        if line.strip() == "ready":
-            return
-        if child.poll() is not None:
+        byte = os.read(fd, 1)
+        if byte == b"\n":
+            if line.strip() == b"ready":
+                return
+            line = b""
+        elif byte:
+            line += byte
+        else:  # end of file: the child exited
+            child.wait(10)
             raise AssertionError(
                 f"child exited early: {child.stderr.read() if child.stderr else ''}"
             )
