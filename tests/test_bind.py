@@ -99,3 +99,14 @@ def test_every_persistent_cache_pickles_as_its_url(tmp_path, kind) -> None:
         assert again.load(key).result == 2
     finally:
         harness.close()
+
+
+def test_bound_calls_in_a_multiprocessing_pool(tmp_path) -> None:
+    shared = cache_from_url(f"file://{tmp_path / 'shared'}")
+    with cache(shared), tags(via="multiprocessing"):
+        work = square.bind()
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        assert pool.map(work, [5, 6]) == [25, 36]
+    with cache(shared):
+        assert [c.metadata["tags"] for c in square.query()] == [{"via": "multiprocessing"}] * 2
+        assert square.load(6) == 36
