@@ -396,3 +396,15 @@ def test_subprocess_finds_the_cache_by_name_config_or_environment(tmp_path) -> N
     assert ls() == set(keys)  # the configured default
     assert ls(FLECHE_CACHE="memory") == set()  # the environment overrides it
     assert ls("--cache", store.url, FLECHE_CACHE="memory") == set(keys)  # the option wins
+
+
+def test_query_values_are_literals_digest_prefixes_or_text(capsys) -> None:
+    fill()
+    code, out, _ = run(capsys, "query", "area", f"width=:{digest(2)[:8]}")
+    assert code == EXIT_OK and len(out.splitlines()) == 2  # a stored value by its digest prefix
+    code, out, _ = run(capsys, "query", "area", "width=2", "height=1")
+    assert out.split()[0] == area.digest(2, 1)[:7]
+    code, out, _ = run(capsys, "query", "area", "width=two")  # not a literal: the text 'two'
+    assert (code, out) == (EXIT_OK, "no stored call matches\n")
+    code, _, err = run(capsys, "query", "area", f"width=:{'0' * 8}")
+    assert code == EXIT_NOT_FOUND and err.startswith("fleche: not found")
