@@ -408,3 +408,23 @@ def test_query_values_are_literals_digest_prefixes_or_text(capsys) -> None:
     assert (code, out) == (EXIT_OK, "no stored call matches\n")
     code, _, err = run(capsys, "query", "area", f"width=:{'0' * 8}")
     assert code == EXIT_NOT_FOUND and err.startswith("fleche: not found")
+
+
+def test_every_command_speaks_json(capsys) -> None:
+    keys = fill()
+    for argv, check in [
+        (["ls"], lambda d: len(d) == 6),
+        (["query", "area", "width=1"], lambda d: len(d) == 2),
+        (["show", keys[0]], lambda d: d["key"] == keys[0]),
+        (["explain", "area", "width=1", "height=1"], lambda d: d["stored"] is True),
+        (["expand", keys[1][:9]], lambda d: d == [keys[1]]),
+        (["shrink", keys[1]], lambda d: keys[1].startswith(d[0])),
+        (["stats"], lambda d: d["entries"] == 6),
+        (["verify"], lambda d: d["corrupt"] == []),
+        (["gc"], lambda d: d == {"removed": 0}),
+        (["evict", keys[2]], lambda d: d == [keys[2]]),
+        (["clear", "--yes"], lambda d: d["calls"] == 5),
+    ]:
+        code, out, _ = run(capsys, *argv, "--json")
+        assert code == EXIT_OK, argv
+        assert check(json.loads(out)), (argv, out)
