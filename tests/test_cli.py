@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -428,3 +429,20 @@ def test_every_command_speaks_json(capsys) -> None:
         code, out, _ = run(capsys, *argv, "--json")
         assert code == EXIT_OK, argv
         assert check(json.loads(out)), (argv, out)
+
+
+def test_exit_codes_are_documented_in_the_help() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "fleche", "--help"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == EXIT_OK
+    epilog = " ".join(done.stdout.split("Exit codes:")[1].split())  # help wraps lines
+    documented = dict(re.findall(r"(\d) ([a-z ]+?)[,.]", epilog))
+    assert documented == {
+        str(EXIT_OK): "ok",
+        str(EXIT_ERROR): "error",
+        str(EXIT_USAGE): "usage",
+        str(EXIT_NOT_FOUND): "not found",
+        str(EXIT_AMBIGUOUS): "ambiguous prefix",
+        str(EXIT_CORRUPT): "corrupt",
+    }
