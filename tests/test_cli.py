@@ -446,3 +446,23 @@ def test_exit_codes_are_documented_in_the_help() -> None:
         str(EXIT_AMBIGUOUS): "ambiguous prefix",
         str(EXIT_CORRUPT): "corrupt",
     }
+
+
+def test_subprocess_on_the_memory_cache(tmp_path) -> None:
+    """A memory cache lives in one process: a fresh ``fleche`` process sees it empty."""
+
+    def fleche_cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "fleche", *argv, "--cache", "memory://"],
+            capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+        )  # fmt: skip
+
+    assert fleche_cli("ls").stdout == ""
+    assert fleche_cli("query", "area", "width=1").stdout == "no stored call matches\n"
+    assert fleche_cli("stats").stdout.splitlines()[:2] == ["entries: 0", "values: 0"]
+    assert fleche_cli("gc").stdout == "removed 0 unreferenced values\n"
+    done = fleche_cli("verify")
+    assert done.stdout.startswith("checked 0 calls and 0 values: 0 corrupt")
+    assert fleche_cli("clear", "--yes").stdout == "removed 0 calls and 0 values\n"
+    done = fleche_cli("show", "abc")
+    assert (done.returncode, done.stderr) == (EXIT_NOT_FOUND, "fleche: not found: abc\n")
