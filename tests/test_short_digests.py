@@ -42,6 +42,7 @@ def test_ambiguous_error_lists_at_most_ten_candidates(harness) -> None:
     with pytest.raises(AmbiguousDigestError) as raised:
         plain.expand("abc")
     assert listed(raised.value) == many[:10]  # the ten smallest, in order
+    assert str(raised.value).startswith("prefix 'abc' is ambiguous: it matches abc000")
     assert str(raised.value).endswith(" ...")  # and a sign that there are more
     few = [key("fed1"), key("fed2"), key("fed3")]
     put(plain, *few)

@@ -168,7 +168,7 @@ class AmbiguousDigestError(FlecheError, ValueError):
         self.candidates = list(candidates)
         shown = ", ".join(self.candidates[:10])
         more = " ..." if len(self.candidates) > 10 else ""
-        super().__init__(f"prefix {prefix!r} is ambiguous: it matches {shown}{more}")
+        super().__init__(f"prefix {str(prefix)!r} is ambiguous: it matches {shown}{more}")
 
 
 class LockTimeoutError(FlecheError, TimeoutError):
