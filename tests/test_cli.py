@@ -149,6 +149,7 @@ class Stored:
 
     def __init__(self, store: Any, keys: list[str], tmp_path: Path) -> None:
         self.store, self.url, self.keys, self.tmp_path = store, store.url, keys, tmp_path
+        self.harness: Any = None
 
     def __call__(self, *argv: str, cache_option: bool = True) -> subprocess.CompletedProcess[str]:
         extra = ["--cache", self.url] if cache_option else []
@@ -176,7 +177,9 @@ def stored(request, tmp_path) -> Iterator[Stored]:
     assert store.url, f"{request.param} caches must have a URL"
     with cache(store):
         keys = fill()
-    yield Stored(store, keys, tmp_path)
+    found = Stored(store, keys, tmp_path)
+    found.harness = harness
+    yield found
     harness.close()
 
 
@@ -330,6 +333,17 @@ def test_subprocess_copy_with_a_progress_bar(stored) -> None:
     done = stored("copy", stored.url, target, "--overwrite", "--json", cache_option=False)
     assert json.loads(done.stdout) == {"copied": 6, "seen": 6}
     assert "copy [" not in done.stderr  # no bar when stderr is not a terminal
+
+
+def test_subprocess_copy_into_every_kind(stored) -> None:
+    between = f"file://{stored.tmp_path}/between"
+    done = stored("copy", stored.url, between, cache_option=False)
+    assert done.stdout == "copied 6 of 6 calls\n"
+    target = stored.harness.cache()  # a fresh cache of the same kind: files into it
+    done = stored("copy", between, target.url, cache_option=False)
+    assert (done.returncode, done.stdout) == (EXIT_OK, "copied 6 of 6 calls\n")
+    assert sorted(target.list()) == sorted(stored.keys)
+    assert sorted(target.load(k).result for k in stored.keys) == [1, 2, 2, 3, 4, 6]
 
 
 def test_subprocess_clear_asks_first(stored) -> None:
