@@ -356,7 +356,9 @@ class Cache(BaseCache):
 
     def __repr__(self) -> str:
         if self.url:
-            return f"Cache({self.url!r})"
+            from ._urls import masked  # here: urllib is not needed to import fleche
+
+            return f"Cache({masked(self.url)!r})"  # never a password or signing key in a repr
         return f"Cache({self.values!r}, {self.calls!r})"
 
     def __eq__(self, other: object) -> bool:

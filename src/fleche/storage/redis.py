@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from .._urls import masked
 from ..caches import Cache
 from ..digest import SCHEME_VERSION, Digest
 from ..errors import ConfigError, IntegrityError, LockTimeoutError, MissingDependencyError
@@ -151,7 +152,8 @@ class RedisOptions:
             options["compress"] = self.compress
         if self.secret_key:
             options["secret_key"] = "***" if mask else self.secret_key
-        return self.server + ("&" if "?" in self.server else "?") + urlencode(options)
+        server = masked(self.server) if mask else self.server
+        return server + ("&" if "?" in server else "?") + urlencode(options, safe="*")
 
 
 class Heartbeat:
