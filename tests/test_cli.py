@@ -480,3 +480,27 @@ def test_subprocess_on_the_memory_cache(tmp_path) -> None:
     assert fleche_cli("clear", "--yes").stdout == "removed 0 calls and 0 values\n"
     done = fleche_cli("show", "abc")
     assert (done.returncode, done.stderr) == (EXIT_NOT_FOUND, "fleche: not found: abc\n")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://postgres:hunter2@127.0.0.1:1/test",
+        "mysql+pymysql://root:hunter2@127.0.0.1:1/test",
+        "redis://:hunter2@127.0.0.1:1/0",
+    ],
+    ids=["postgresql", "mysql", "redis"],
+)
+def test_an_unreachable_server_is_one_line_without_the_password(url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "fleche", "ls", "--cache", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == EXIT_ERROR
+    assert done.stderr.startswith("fleche: the storage failed: ")
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "hunter2" not in done.stderr

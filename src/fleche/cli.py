@@ -392,6 +392,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_DRIVERS = frozenset({"sqlalchemy", "psycopg", "pymysql", "redis", "sqlite3", "_sqlite3"})
+
+
+def _from_a_driver(error: BaseException) -> bool:
+    """Whether ``error`` comes from a database driver (server down, refused, lost connection)."""
+    return type(error).__module__.split(".")[0] in _DRIVERS
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; errors are one line on stderr and a documented exit code."""
     args = build_parser().parse_args(argv)
@@ -405,6 +413,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_NOT_FOUND
     except (FlecheError, OSError, ValueError, ImportError) as e:
         print(f"fleche: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as e:
+        if not _from_a_driver(e):
+            raise  # a bug in fleche: the traceback is what a report needs
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"fleche: the storage failed: {first_line}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("fleche: interrupted", file=sys.stderr)
