@@ -189,3 +189,8 @@ def test_recorders_compare_and_pickle() -> None:
         assert pickle.loads(pickle.dumps(recorder)) == recorder
         assert hash(recorder) == hash(pickle.loads(pickle.dumps(recorder)))
     assert Tags(a=1) != Tags(a=2)
+
+
+def test_environment_takes_one_package_name_as_a_string() -> None:
+    assert Environment("xxhash").packages == ("xxhash",)
+    assert list(Environment("xxhash").end(None)["packages"]) == ["xxhash"]

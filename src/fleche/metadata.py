@@ -112,7 +112,7 @@ class Environment(MetaData):
     """Python version, platform, host and the versions of the packages asked for.
 
     ``packages`` is a list of distribution names (a package that is not installed is recorded as
-    ``None``). Pass a list: ``Environment(["numpy", "pandas"])``.
+    ``None``): ``Environment(["numpy", "pandas"])``, or ``Environment("numpy")`` for one.
 
     >>> sorted(Environment(["xxhash"]).end(None))
     ['host', 'implementation', 'packages', 'platform', 'python']
@@ -122,8 +122,9 @@ class Environment(MetaData):
 
     key = "environment"
 
-    def __init__(self, packages: Iterable[str] = ()) -> None:
-        self.packages = tuple(packages)
+    def __init__(self, packages: Iterable[str] | str = ()) -> None:
+        # one name given as a string is one package, not a sequence of letters
+        self.packages = (packages,) if isinstance(packages, str) else tuple(packages)
 
     def end(self, state: Any) -> dict[str, Any]:
         return _environment(self.packages)
