@@ -50,6 +50,7 @@ __all__ = [
 ]
 
 DEFAULT_GC_GRACE = 3600.0
+ABANDONED_TEMP_AGE = 60.0  # a temp file nobody wrote to for this long belongs to a dead writer
 """Seconds a value must have been unreferenced before :meth:`BaseCache.gc` removes it."""
 
 # defined in composite.py (which builds on this module); importable from here as well
@@ -246,7 +247,11 @@ class BaseCache:
                 first_seen.pop(key, None)
             elif self._collect_value(key, grace, started, first_seen):
                 removed += 1
+        self._sweep_abandoned(max(grace, ABANDONED_TEMP_AGE))
         return removed
+
+    def _sweep_abandoned(self, min_age: float) -> None:
+        """Remove what writers killed mid-write left behind (temp files), where a storage has any."""
 
     def _referenced_values(self) -> set[str]:
         referenced: set[str] = set()
@@ -353,6 +358,12 @@ class Cache(BaseCache):
             raise KeyError(key) from None
         self.hits += 1
         return result
+
+    def _sweep_abandoned(self, min_age: float) -> None:
+        for storage in (self.values, self.calls):
+            sweep = getattr(storage, "sweep_temps", None)
+            if sweep is not None:
+                sweep(min_age)
 
     def __repr__(self) -> str:
         if self.url:
@@ -614,6 +625,9 @@ class _Delegating(BaseCache):
 
     def _value_age(self, key: Digest) -> float | None:
         return self.inner._value_age(key)
+
+    def _sweep_abandoned(self, min_age: float) -> None:
+        self.inner._sweep_abandoned(min_age)
 
     def _value_context(self, key: Digest) -> AbstractContextManager[Any]:
         return self.inner._value_context(key)

@@ -182,6 +182,28 @@ def write_atomic(
         raise SaveError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
 
 
+def remove_abandoned_temps(directory: str, min_age: float) -> int:
+    """Delete the temp files of writes that died (kill -9, power loss) under ``directory``.
+
+    A temp file is abandoned when nothing wrote to it for ``min_age`` seconds: a living writer
+    keeps its mtime fresh until the rename. Returns how many were removed.
+    """
+    removed = 0
+    cutoff = time.time() - min_age
+    for folder, _, names in os.walk(directory):
+        for name in names:
+            if not (name.startswith(".") and name.endswith(".tmp")):
+                continue
+            path = os.path.join(folder, name)
+            try:
+                if os.stat(path).st_mtime <= cutoff:
+                    os.unlink(path)
+                    removed += 1
+            except FileNotFoundError:  # renamed or removed meanwhile
+                continue
+    return removed
+
+
 def remove(path: str, *, durable: bool = False, ops: FileOps = OPS) -> None:
     """Delete ``path`` (``FileNotFoundError`` when absent); with ``durable`` fsync its directory."""
     os.unlink(path)

@@ -482,6 +482,10 @@ class EmbeddedBackend(StorageBackend):
             raise KeyError(key)
         return time.time() - float(row[0])
 
+    def sweep_temps(self, min_age: float) -> int:
+        """Remove temp files that dead writers left among the large values (``Cache.gc``)."""
+        return _files.remove_abandoned_temps(self._files, min_age)
+
     # --- identity -------------------------------------------------------------------------
     def to_url(self) -> str:
         """The normalised ``embedded://`` URL (``cache(url)`` opens the same storage)."""

@@ -305,6 +305,10 @@ class FileBackend(StorageBackend):
         except FileNotFoundError:
             raise KeyError(key) from None
 
+    def sweep_temps(self, min_age: float) -> int:
+        """Remove temp files that dead writers left (``Cache.gc`` calls it)."""
+        return _files.remove_abandoned_temps(self._dir, min_age)
+
     # --- identity: a storage is what its URL names ------------------------------------------
     def to_url(self) -> str:
         """The normalised ``file://`` URL (``cache(url)`` opens the same storage)."""
