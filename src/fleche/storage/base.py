@@ -228,6 +228,34 @@ class StorageBackend(KeyManagement):
             return self._get(key)
 
 
+class UrlIdentity:
+    """A server storage is what its URL names: compared, hashed, pickled and shown by its URL.
+
+    Pickling sends the URL alone (no engine, client, socket or lock travels); the copy connects on
+    first use. ``options.url(mask=True)`` hides the password and signing key in the repr.
+    """
+
+    options: Any
+
+    def to_url(self) -> str:
+        """The URL this storage was made from, normalised (``cache(url)`` gives it back)."""
+        return str(self.options.url())
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.to_url() == other.to_url()
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.to_url()))
+
+    def __reduce__(self) -> Any:
+        return type(self), (self.to_url(),)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.options.url(mask=True)!r})"
+
+
 class ValueStorage(KeyManagement):
     """Domain contract for values: content-addressed ``save``/``load``."""
 

@@ -50,7 +50,7 @@ from .._urls import masked
 from ..caches import Cache
 from ..digest import SCHEME_VERSION, Digest
 from ..errors import ConfigError, IntegrityError, LockTimeoutError, MissingDependencyError
-from .base import CallMixin, StorageBackend, ValueMixin, check_key
+from .base import CallMixin, StorageBackend, UrlIdentity, ValueMixin, check_key
 from .locking import DEFAULT_LOCK_TIMEOUT, PerKeyLockMixin
 from .redis_index import PUT_CALL, REMOVE, CallIndexMixin, SortedIndexMixin
 from .serialize import Codec
@@ -328,7 +328,7 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class RedisBackend(SortedIndexMixin, StorageBackend):
+class RedisBackend(UrlIdentity, SortedIndexMixin, StorageBackend):
     """Values in Redis: ``P:v:{key}`` frames and the sorted set ``P:v:index`` (see the module)."""
 
     _kind = "v"
@@ -392,26 +392,6 @@ class RedisBackend(SortedIndexMixin, StorageBackend):
     def _evict(self, key: Digest) -> None:
         if not self._remove("evict", [key])[0]:
             raise KeyError(key)
-
-    # --- identity: a storage is what its URL names --------------------------------------------
-    def to_url(self) -> str:
-        """The URL this storage was made from, normalised (``cache(url)`` gives it back)."""
-        return self.options.url()
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return self.to_url() == other.to_url()
-
-    def __hash__(self) -> int:
-        return hash((type(self), self.to_url()))
-
-    def __reduce__(self) -> Any:
-        # pickled as its URL: no client, socket or lock travels; the copy connects on first use
-        return type(self), (self.to_url(),)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.options.url(mask=True)!r})"
 
 
 class RedisCallBackend(CallIndexMixin, RedisBackend):

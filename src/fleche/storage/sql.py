@@ -28,7 +28,7 @@ from ..caches import Cache
 from ..call import DigestedCall, QueryCall
 from ..digest import Digest
 from ..errors import IntegrityError
-from .base import CallMixin, StorageBackend, ValueMixin
+from .base import CallMixin, StorageBackend, UrlIdentity, ValueMixin
 from .locking import DEFAULT_LOCK_TIMEOUT, PerKeyLockMixin
 from .serialize import Codec, check_record_digests, dump_record, record_checksum
 from .sql_engine import Database, SqlOptions, compile_positional, database_for
@@ -73,7 +73,7 @@ _NO_BUFFERS = bytes(4)
 _ZERO: Any = sa.literal_column("0")  # inline, not a parameter of the compiled statement
 
 
-class SqlStore(StorageBackend):
+class SqlStore(UrlIdentity, StorageBackend):
     """What values and call records share: the URL, the engine, the schema, key listings."""
 
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
@@ -122,26 +122,6 @@ class SqlStore(StorageBackend):
             sql = self._sql_candidates = compile_positional(self._db, stmt, "low", "high")
         rows = self._db.fetch(f"{sql} LIMIT {int(limit)}", (prefix, prefix + "g"))
         return [Digest(k) for (k,) in rows]
-
-    # --- identity: a storage is what its URL names --------------------------------------------
-    def to_url(self) -> str:
-        """The URL this storage was made from, normalised (``cache(url)`` gives it back)."""
-        return self.options.url()
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return self.to_url() == other.to_url()
-
-    def __hash__(self) -> int:
-        return hash((type(self), self.to_url()))
-
-    def __reduce__(self) -> Any:
-        # pickled as its URL: no engine, connection or lock travels
-        return type(self), (self.to_url(),)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.options.url(mask=True)!r})"
 
 
 class SqlBackend(SqlStore):
