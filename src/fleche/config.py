@@ -7,7 +7,6 @@ import importlib
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -69,6 +68,8 @@ def register_storage(
 
 def parse_options(url: str) -> dict[str, str]:
     """The query string of a URL as a dict (options go there, never into the scheme)."""
+    from urllib.parse import parse_qsl, urlsplit  # here: ``import fleche`` stays fast
+
     return dict(parse_qsl(urlsplit(url).query))
 
 
@@ -105,6 +106,8 @@ def _load_factory(scheme: str) -> Callable[[str], BaseCache]:
 
 def cache_from_url(url: str) -> BaseCache:
     """Build a cache from a URL (``memory://``, ``sqlite:///c.db``, ``redis://...``, ...)."""
+    from urllib.parse import urlsplit  # here: ``import fleche`` stays fast
+
     scheme = urlsplit(url).scheme.split("+", 1)[0].lower()
     if scheme not in _SCHEMES:
         known = ", ".join(f"{s}://" for s in sorted(_SCHEMES))

@@ -7,7 +7,6 @@ A recorder has a ``key`` (its place in the call's metadata), ``begin()`` before 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 import time
@@ -70,6 +69,8 @@ class Tags(MetaData):
     key = "tags"
 
     def __init__(self, **tags: Any) -> None:
+        import json  # here, not at module level: ``import fleche`` stays fast
+
         try:
             self.tags = json.loads(json.dumps(tags, allow_nan=False))
         except (TypeError, ValueError) as e:

@@ -12,12 +12,11 @@ that has saved and not yet enforced (one per process for single-threaded workers
 
 from __future__ import annotations
 
-import pickle
 import sys
 import threading
 import time
 from contextlib import AbstractContextManager
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._log import get_logger
 from .caches import BaseCache, Cache, _Delegating, save_computed
@@ -26,6 +25,9 @@ from .digest import Digest
 from .errors import ConfigError, LockTimeoutError, Rejected, StorageError
 from .storage.base import Intent
 from .storage.locking import current_owner
+
+if TYPE_CHECKING:  # pickle is only named in annotations: importing fleche stays fast
+    import pickle
 
 __all__ = ["SizeLimitedCache", "estimate_size"]
 
