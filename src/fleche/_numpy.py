@@ -13,7 +13,7 @@ import numpy as np
 from .digest import _BIG, _Big, _class_id, _encode, _pack_Q, _str_bytes, _Stream
 from .errors import DigestError
 
-_CHUNK = 8 << 20
+_CHUNK = 4 << 20  # a copied chunk may live beside the next one: at most 8 MiB extra in all
 
 
 def _dtype_text(dtype: np.dtype) -> str:
