@@ -140,6 +140,21 @@ class Codec:
     # --- reading ------------------------------------------------------------------------------
     def loads(self, key: str, frame: bytes | bytearray | memoryview) -> Any:
         """The value in ``frame``; ``IntegrityError`` if it is torn, altered or wrongly signed."""
+        if type(frame) is bytes and not self.keys and len(frame) >= _HEAD.size:
+            # the usual small value: one plain pickle, unsigned, uncompressed, no buffers
+            magic, flags, n_buffers, pickle_len, checksum = _HEAD.unpack_from(frame)
+            if magic == VALUE_MAGIC and not flags and not n_buffers:
+                if _HEAD.size + pickle_len != len(frame):
+                    raise IntegrityError(f"entry {key}: length mismatch (truncated?)")
+                hasher = xxhash.xxh3_64(key.encode())
+                hasher.update(frame[: _HEAD.size - 8])
+                hasher.update(frame[_HEAD.size :])
+                if hasher.intdigest() != checksum:
+                    raise IntegrityError(f"entry {key}: checksum mismatch (corrupt or truncated)")
+                try:
+                    return pickle.loads(frame[_HEAD.size :])
+                except Exception as e:  # checksum passed: the writer's environment differs
+                    raise IntegrityError(f"entry {key}: cannot be unpickled here ({e})") from e
         view = memoryview(frame).cast("B") if not isinstance(frame, bytes) else memoryview(frame)
         if view.nbytes < _HEAD.size or view[:4] != VALUE_MAGIC:
             raise IntegrityError(f"entry {key}: not a fleche value frame (truncated or foreign)")
