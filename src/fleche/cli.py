@@ -255,13 +255,11 @@ def _rehash(value: Any) -> str | None:
 
 def cmd_copy(args: argparse.Namespace) -> int:
     source, target = _open(args.source), _open(args.target)
-    from .query import transfer_call
+    from .query import transfer_calls
 
     calls = list(source.query())
-    copied = 0
-    for i, call in enumerate(calls, 1):
-        copied += transfer_call(source, call, target, overwrite=args.overwrite)
-        _progress(args, "copy", i, len(calls))
+    copied = transfer_calls(source, calls, target, overwrite=args.overwrite,
+                            progress=lambda done: _progress(args, "copy", done, len(calls)))  # fmt: skip
     _emit(args, {"copied": copied, "seen": len(calls)}, [f"copied {copied} of {len(calls)} calls"])
     return EXIT_OK
 

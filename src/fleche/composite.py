@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from ._log import get_logger
-from .caches import BaseCache, RefreshingCache, VoidCache, _Delegating
+from .caches import TRANSFER_BATCH, BaseCache, RefreshingCache, VoidCache, _Delegating
 from .call import NO_RESULT, Call, DigestedCall, LazyCall, QueryCall
 from .digest import DIGEST_LENGTH, Digest
 from .errors import AmbiguousDigestError, ConfigError, Rejected
@@ -63,10 +63,11 @@ class _Refusing(BaseCache):
     def gc(self, grace: float | None = None) -> int:
         raise self._refuse("collect garbage")
 
-    def transfer(self, other: BaseCache, pop: bool = False, overwrite: bool = False) -> int:
+    def transfer(self, other: BaseCache, pop: bool = False, overwrite: bool = False, *,
+                 batch_size: int = TRANSFER_BATCH) -> int:  # fmt: skip
         if pop:  # refuse before copying anything, not after the first call
             raise self._refuse("give calls away (pop=True)")
-        return super().transfer(other, pop=False, overwrite=overwrite)
+        return super().transfer(other, pop=False, overwrite=overwrite, batch_size=batch_size)
 
 
 class ReadOnlyCache(_Refusing, _Delegating):
@@ -352,6 +353,9 @@ class CacheStack(_Layered):
 
     def _async_operation_context(self, key: str, *, intent: Intent) -> Any:
         return self.layers[0]._async_operation_context(key, intent=intent)
+
+    def batch(self) -> AbstractContextManager[Any]:
+        return self.layers[0].batch()
 
     def evict(self, key: str) -> None:
         """Remove ``key`` from every layer holding it (``Rejected`` if a read-only one does)."""

@@ -153,15 +153,21 @@ class QueryIterator:
                 pass
         return removed
 
-    def transfer(self, other: BaseCache, pop: bool = False, overwrite: bool = False) -> int:
-        """Copy the matches (records and their values) into ``other``; returns how many."""
-        copied = 0
-        for call in list(self):
-            if transfer_call(self.cache, call, other, overwrite=overwrite):
-                copied += 1
-                if pop:
-                    self.cache.evict(call.key)
-        return copied
+    def transfer(self, other: BaseCache, pop: bool = False, overwrite: bool = False, *,
+                 batch_size: int | None = None) -> int:  # fmt: skip
+        """Copy the matches (records and their values) into ``other``; returns how many.
+
+        Calls already in ``other`` are kept unless ``overwrite``. They are written in batches of
+        ``batch_size`` (default :data:`~fleche.caches.TRANSFER_BATCH`), each one commit where
+        ``other`` has transactions (see :meth:`~fleche.caches.BaseCache.batch`); each call's values
+        are written before its record. With ``pop`` a call is removed here once its batch has
+        committed there.
+
+        Raises ``SaveError`` naming the first call that ``other`` cannot store (a value it cannot
+        serialise, a full disk): the calls before it are stored, it and those after it are not.
+        """
+        return transfer_calls(self.cache, list(self), other, pop=pop, overwrite=overwrite,
+                              batch_size=batch_size)  # fmt: skip
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per match: key, function, arguments, result and when it was stored."""
@@ -203,6 +209,86 @@ class QueryIterator:
 
     def __repr__(self) -> str:
         return f"QueryIterator({self.template!r})"
+
+
+def transfer_calls(
+    source: BaseCache,
+    calls: list[LazyCall],
+    other: BaseCache,
+    *,
+    pop: bool = False,
+    overwrite: bool = False,
+    batch_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Copy ``calls`` (stored in ``source``) into ``other`` in batches; returns how many were
+    copied. ``progress(n)`` is told after each batch how many of ``calls`` were handled."""
+    from .caches import TRANSFER_BATCH
+
+    size = TRANSFER_BATCH if batch_size is None else batch_size
+    if size < 1:
+        raise ValueError(f"batch_size must be at least 1, not {size}")
+    copied = 0
+    for start in range(0, len(calls), size):
+        stored = _transfer_batch(source, calls[start : start + size], other, overwrite, copied)
+        copied += len(stored)
+        if pop:
+            _evict_all(source, stored)
+        if progress is not None:
+            progress(min(start + size, len(calls)))
+    return copied
+
+
+def _transfer_batch(source: BaseCache, calls: list[LazyCall], other: BaseCache, overwrite: bool,
+                    copied: int) -> list[LazyCall]:  # fmt: skip
+    """Copy ``calls`` into ``other`` in one batch; the ones copied."""
+    from .errors import Rejected, SaveError
+
+    stored: list[LazyCall] = []
+    current: LazyCall | None = None
+    try:
+        with other.batch():
+            present = set() if overwrite else other._stored_among([c.key for c in calls])
+            for current in calls:
+                if current.key not in present and transfer_call(source, current, other, True):
+                    stored.append(current)
+            current = None
+    except Rejected:
+        raise
+    except Exception as e:
+        # the batch rolled back what it had not committed: store the calls before it once more
+        kept, again = _store_each(source, stored, other)
+        where = (
+            f"at call {current.key} ({current.name})"
+            if current is not None
+            else f"committing a batch of {len(calls)} calls"
+        )
+        message = f"transfer into {other!r} stopped {where}: {type(e).__name__}: {e}; "
+        message += f"{copied + kept} calls were copied"
+        if again is not None:
+            message += f" (storing the calls before it again failed: {again})"
+        raise SaveError(message) from e
+    return stored
+
+
+def _store_each(source: BaseCache, calls: list[LazyCall], other: BaseCache
+                ) -> tuple[int, Exception | None]:  # fmt: skip
+    """Store ``calls`` one by one, each in its own commit; how many, and the error that stopped it."""
+    for done, call in enumerate(calls):
+        try:
+            transfer_call(source, call, other, overwrite=True)
+        except Exception as e:
+            return done, e
+    return len(calls), None
+
+
+def _evict_all(cache: BaseCache, calls: list[LazyCall]) -> None:
+    with cache.batch():
+        for call in calls:
+            try:
+                cache.evict(call.key)
+            except KeyError:  # evicted meanwhile
+                pass
 
 
 def transfer_call(source: BaseCache, call: LazyCall, other: BaseCache, overwrite: bool = False

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..digest import Digest
 from ..errors import ConfigError, LockTimeoutError, SaveError
+from .base import pause_batches
 
 try:
     import fcntl
@@ -266,6 +267,7 @@ class KeyLock:
     """
 
     __slots__ = ("fd", "mode", "path", "pid", "timeout")
+    pauses_batches = True  # it calls ``pause_batches`` before it waits (see ``locking``)
 
     def __init__(self, path: str, timeout: float, mode: int | None = None) -> None:
         self.path, self.timeout, self.mode = path, timeout, mode
@@ -305,6 +307,8 @@ class KeyLock:
                     return
                 os.close(fd)  # won a lock file its holder had just removed: take the new one
                 continue
+            if pause == 0.0005:
+                pause_batches()
             left = deadline - time.monotonic()
             if left <= 0:
                 raise LockTimeoutError(
@@ -368,6 +372,7 @@ class RangeLock:
     """
 
     __slots__ = ("fd", "mode", "offset", "path", "pid", "timeout")
+    pauses_batches = True  # it calls ``pause_batches`` before it waits (see ``locking``)
 
     def __init__(self, path: str, key: str, timeout: float, mode: int | None = None) -> None:
         self.path, self.timeout, self.mode = path, timeout, mode
@@ -388,6 +393,8 @@ class RangeLock:
             else:
                 self.fd, self.pid = fd, os.getpid()
                 return
+            if pause == 0.0005:
+                pause_batches()
             left = deadline - time.monotonic()
             if left <= 0:
                 raise LockTimeoutError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import enum
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -24,6 +25,7 @@ log = get_logger(__name__)
 
 __all__ = [
     "NULL_CONTEXT",
+    "BatchScope",
     "CallMixin",
     "CallStorage",
     "Intent",
@@ -32,8 +34,10 @@ __all__ = [
     "StorageBackend",
     "ValueMixin",
     "ValueStorage",
+    "batches_open",
     "check_key",
     "keeping_corrupt",
+    "pause_batches",
 ]
 
 _keep_corrupt: ContextVar[bool] = ContextVar("fleche_keep_corrupt", default=False)
@@ -87,10 +91,78 @@ class _SyncAsAsync:
         return self.inner.__exit__(*exc)
 
 
+class _OpenBatches(threading.local):
+    def __init__(self) -> None:
+        self.open: list[BatchScope] = []
+
+
+_batches = _OpenBatches()
+
+
+def pause_batches() -> None:
+    """Commit what the batches open in this thread hold, newest first.
+
+    The lock code calls it before it waits for a key that another owner holds: a batch keeps its
+    store's write lock (a transaction) between the keys it writes, so it must never wait for a key
+    while it holds that, or the key's holder, about to write, would wait for the batch (SPEC 4).
+    """
+    for scope in reversed(_batches.open):
+        scope.pause()
+
+
+def batches_open() -> bool:
+    """True when this thread has a batch open (see :meth:`OperationContext.batch`)."""
+    return bool(_batches.open)
+
+
+class BatchScope:
+    """The outermost ``batch()`` block of one store in one thread: registers itself while open, so
+    that :func:`pause_batches` reaches it. Subclasses say how to commit (``pause``, ``finish``)."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+
+    def begin(self) -> None:
+        """Called when the outermost block is entered."""
+
+    def pause(self) -> None:
+        """Commit what the batch holds now; later writes start anew (a no-op by default)."""
+
+    def finish(self, ok: bool) -> None:
+        """Leave the outermost block: commit (``ok``) or roll back what is not committed."""
+
+    def __enter__(self) -> None:
+        self.depth += 1
+        if self.depth == 1:
+            self.begin()
+            _batches.open.append(self)
+
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        self.depth -= 1
+        if self.depth:
+            return
+        try:
+            _batches.open.remove(self)
+        finally:
+            self.finish(exc_type is None)
+
+
 class OperationContext:
     """Hosts ``_operation_context``: mixins chain with ``super()`` to add locks or transactions."""
 
     def _operation_context(self, key: str, *, intent: Intent) -> AbstractContextManager[Any]:
+        return NULL_CONTEXT
+
+    def batch(self) -> AbstractContextManager[Any]:
+        """A block whose writes, in this thread, share one transaction (or pipeline), so that many
+        writes cost one commit; a no-op for stores without transactions.
+
+        Reentrant: a block inside another, and each key's WRITE inside it, join the outermost,
+        which commits when it ends (an exception rolls back what it has not committed). Per-key
+        locks are still taken; before waiting for a key another owner holds, the batch commits
+        what it has (:func:`pause_batches`). Other threads and processes see the writes once they
+        commit, and wait meanwhile to write to a store that allows one writer (SQLite).
+        """
         return NULL_CONTEXT
 
     def _async_operation_context(self, key: str, *, intent: Intent) -> Any:
@@ -141,6 +213,10 @@ class KeyManagement(OperationContext):
         key = check_key(key)
         with self._operation_context(key, intent=Intent.READ):
             return self._contains(key)
+
+    def _contains_many(self, keys: builtins.list[Digest]) -> set[Digest]:
+        """Which of ``keys`` are stored: one query where a backend overrides it, else a loop."""
+        return {key for key in keys if self.contains(key)}
 
     def evict(self, key: str) -> None:
         """Remove ``key``; ``KeyError`` when it is not stored."""

@@ -3,7 +3,9 @@
 Rules, so that nesting never deadlocks: locks are exact per key; a lock is reentrant for the thread or
 asyncio task holding it (a WRITE inside a COMPUTE on the same key reuses it); other keys take their own
 locks; waiting has a timeout that raises ``LockTimeoutError``. ``SerializingMixin`` ignores COMPUTE
-(it serialises storage operations, never user code).
+(it serialises storage operations, never user code). Before waiting for a key another owner holds,
+the batches open in this thread commit what they hold (``base.pause_batches``), so a batch never
+waits for a key while it keeps its store's write lock.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from ..errors import LockTimeoutError
-from .base import Intent, OperationContext
+from .base import Intent, OperationContext, batches_open, pause_batches
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
@@ -90,9 +92,11 @@ class LockTable:
         entry, reentered = self._enter(key, owner)
         if reentered:
             return entry
-        if not entry.lock.acquire(timeout=timeout):
-            self._forget(key, entry)
-            raise LockTimeoutError(f"gave up waiting {timeout:g}s for the lock on key {key}")
+        if not entry.lock.acquire(blocking=False):
+            pause_batches()  # held by another owner: commit before waiting (see the module)
+            if not entry.lock.acquire(timeout=timeout):
+                self._forget(key, entry)
+                raise LockTimeoutError(f"gave up waiting {timeout:g}s for the lock on key {key}")
         entry.owner, entry.depth = owner, 1
         return entry
 
@@ -103,6 +107,8 @@ class LockTable:
             return entry
         deadline, pause = time.monotonic() + timeout, 0.001
         while not entry.lock.acquire(blocking=False):
+            if pause == 0.001:
+                pause_batches()  # commit before waiting (see the module)
             if time.monotonic() >= deadline:
                 self._forget(key, entry)
                 raise LockTimeoutError(f"gave up waiting {timeout:g}s for the lock on key {key}")
@@ -171,6 +177,17 @@ class SerializingMixin(OperationContext):
         return state
 
 
+def _take_process_lock(host: PerKeyLockMixin, key: str) -> AbstractContextManager[Any] | None:
+    """Enter ``host``'s cross-process lock on ``key``. A lock that cannot say when it has to wait
+    (no ``pauses_batches``) is taken after the open batches commit, never while they hold theirs."""
+    lock = host._process_lock(key)
+    if lock is not None:
+        if not getattr(lock, "pauses_batches", False) and batches_open():
+            pause_batches()
+        lock.__enter__()
+    return lock
+
+
 class _KeyLockContext:
     __slots__ = ("entry", "host", "inner", "key")
 
@@ -184,9 +201,7 @@ class _KeyLockContext:
         self.entry = entry
         try:
             if entry.depth == 1:
-                entry.process_lock = host._process_lock(key)
-                if entry.process_lock is not None:
-                    entry.process_lock.__enter__()
+                entry.process_lock = _take_process_lock(host, key)
             self.inner.__enter__()
         except BaseException:
             self._release()
@@ -222,9 +237,7 @@ class _AsyncKeyLockContext(_KeyLockContext):
         self.entry = entry
         try:
             if entry.depth == 1:
-                entry.process_lock = host._process_lock(key)
-                if entry.process_lock is not None:
-                    entry.process_lock.__enter__()
+                entry.process_lock = _take_process_lock(host, key)
             self.inner.__enter__()
         except BaseException:
             self._release()
