@@ -65,3 +65,12 @@ def test_metadata_strings_filter_rows_in_the_database(calls, monkeypatch) -> Non
     assert len(seen) <= 1
     # numbers are not filtered as text (1 and 1.0 match); the exact re-check still applies
     assert list(dict(calls.query(QueryCall(metadata={"tags": {"n": 4.0}})))) == [keys[4]]
+
+
+def test_the_escape_character_is_text_too(calls, monkeypatch) -> None:
+    wanted = calls.save(tagged(1, path="a/b%"))
+    calls.save(tagged(2, path="a/bx"))
+    calls.save(tagged(3, path="a//b%"))
+    seen = decoded(calls, monkeypatch)
+    assert list(dict(calls.query(QueryCall(metadata={"tags": {"path": "a/b%"}})))) == [wanted]
+    assert seen == [wanted]

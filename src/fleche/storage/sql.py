@@ -31,8 +31,17 @@ from ..errors import IntegrityError
 from .base import CallMixin, StorageBackend, UrlIdentity, ValueMixin
 from .locking import DEFAULT_LOCK_TIMEOUT, PerKeyLockMixin
 from .serialize import Codec, check_record_digests, dump_record, record_checksum
-from .sql_engine import Database, SqlOptions, compile_positional, database_for
-from .sql_schema import CHUNK_SIZE, Tables, clip, ensure_schema, query_statement, version_text
+from .sql_engine import Database, SqlOptions, compile_named, compile_positional, database_for
+from .sql_schema import (
+    CHUNK_SIZE,
+    QueryShape,
+    Tables,
+    clip,
+    ensure_schema,
+    query_parameters,
+    query_statement,
+    version_text,
+)
 
 __all__ = [
     "CallSql",
@@ -70,6 +79,7 @@ def _chunks(parts: list[bytes | memoryview], size: int) -> Iterator[bytes]:
 
 
 _NO_BUFFERS = bytes(4)
+_SHAPES = 256  # compiled query statements kept per storage
 _ZERO: Any = sa.literal_column("0")  # inline, not a parameter of the compiled statement
 
 
@@ -227,6 +237,7 @@ class SqlCallBackend(SqlStore):
         self._sql_put = sql(upsert, *names)
         argument = sa.insert(a).values({n: sa.bindparam(n) for n in ("call_key", "name", "digest")})
         self._sql_argue = sql(argument, "call_key", "name", "digest")
+        self._sql_queries: dict[QueryShape, tuple[str, tuple[str, ...]]] = {}
 
     def _put(self, key: Digest, call: Any) -> None:
         record = call.digested()
@@ -285,10 +296,18 @@ class SqlCallBackend(SqlStore):
         self._db.write(work)
 
     def query(self, template: QueryCall) -> Iterator[tuple[Digest, DigestedCall]]:
-        """Records matching ``template``, found by one indexed statement (see ``sql_schema``)."""
+        """Records matching ``template``, found by one indexed statement (see ``sql_schema``),
+        compiled once per shape of template and run on the driver's cursor."""
         wanted = template.argument_digests()
-        with self._db.core() as conn:
-            rows = conn.execute(query_statement(self.tables, template)).all()
+        shape, params = query_parameters(template)
+        compiled = self._sql_queries.get(shape)
+        if compiled is None:
+            if len(self._sql_queries) >= _SHAPES:  # shapes are few; a pathological caller aside
+                self._sql_queries.clear()
+            compiled = compile_named(self._db, query_statement(self.tables, shape))
+            self._sql_queries[shape] = compiled
+        sql, names = compiled
+        rows = self._db.fetch(sql, tuple(params[n] for n in names))
         for key, record, checksum in rows:
             try:
                 call = self._decode(key, record, checksum)

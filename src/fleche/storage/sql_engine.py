@@ -24,7 +24,7 @@ from sqlalchemy.engine import URL, make_url
 from ..errors import ConfigError, StorageError
 from .sql_dialects import Dialect, dialect_for, lock_directory
 
-__all__ = ["Database", "SqlOptions", "compile_positional", "database_for"]
+__all__ = ["Database", "SqlOptions", "compile_named", "compile_positional", "database_for"]
 
 T = TypeVar("T")
 _OURS = ("prefix", "durable", "secret_key", "compress", "lock_timeout")
@@ -276,9 +276,15 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def compile_named(db: Database, stmt: Any) -> tuple[str, tuple[str, ...]]:
+    """``stmt`` as the driver's SQL, and the names of its positional parameters in order."""
+    compiled = stmt.compile(dialect=db.engine.dialect)
+    return str(compiled), tuple(compiled.positiontup or ())
+
+
 def compile_positional(db: Database, stmt: Any, *names: str) -> str:
     """``stmt`` as the driver's SQL, its positional parameters in the order ``names``."""
-    compiled = stmt.compile(dialect=db.engine.dialect)
-    if list(compiled.positiontup or ()) != list(names):
-        raise AssertionError(f"parameters {compiled.positiontup} are not in the order {names}")
-    return str(compiled)
+    sql, order = compile_named(db, stmt)
+    if order != names:
+        raise AssertionError(f"parameters {order} are not in the order {names}")
+    return sql

@@ -22,7 +22,8 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -34,9 +35,11 @@ from .sql_dialects import BLOB, KEY, NAME, TEXT, Dialect
 __all__ = [
     "CHUNK_SIZE",
     "SCHEMA_VERSION",
+    "QueryShape",
     "Tables",
     "clip",
     "ensure_schema",
+    "query_parameters",
     "query_statement",
     "version_text",
 ]
@@ -225,35 +228,83 @@ UPGRADES: dict[int, Callable[[sa.Connection, Tables], None]] = {0: _upgrade_0_to
 
 
 # --- queries ---------------------------------------------------------------------------------------
-def query_statement(tables: Tables, template: QueryCall) -> sa.Select[Any]:
-    """One indexed SELECT of (key, record, checksum) for the calls that may match ``template``.
+_FIELDS = ("name", "module", "version", "code_digest", "result")
+_FUNCTION = frozenset(("name", "module", "version"))  # the columns of the function index
+_EMPTY: Any = sa.literal_column("''")  # inline, not a parameter
+
+
+class QueryShape(NamedTuple):
+    """What a template fixes, without the values: templates of one shape share one statement."""
+
+    fields: tuple[str, ...]  # which of ``_FIELDS`` are fixed
+    fixed: int  # arguments with a value
+    present: int  # arguments asked as "present, any value"
+    fragments: int  # metadata strings (``metadata_fragments``)
+
+
+def query_parameters(template: QueryCall) -> tuple[QueryShape, dict[str, Any]]:
+    """The shape of ``template`` and the values of its statement's parameters, by name."""
+    values = {
+        "name": clip(template.name),
+        "module": clip(template.module),
+        "version": version_text(template.version),
+        "code_digest": template.code_digest,
+        "result": None if template.result is None else digest(template.result),
+    }
+    params: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
+    fixed = present = 0
+    for name, wanted in template.argument_digests().items():
+        if wanted is None:
+            params[f"p{present}"] = clip(name)
+            present += 1
+        else:
+            params[f"a{fixed}"], params[f"d{fixed}"] = clip(name), wanted
+            fixed += 1
+    fragments = list(metadata_fragments(template.metadata))
+    for i, fragment in enumerate(fragments):
+        params[f"m{i}"] = "%" + re.sub(r"([/%_])", r"/\1", fragment) + "%"
+    fields = tuple(f for f in _FIELDS if f in params)
+    return QueryShape(fields, fixed, present, len(fragments)), params
+
+
+def query_statement(tables: Tables, shape: QueryShape) -> sa.Select[Any]:
+    """One indexed SELECT of (key, record, checksum) for the calls of a template of ``shape``, with
+    the parameters ``query_parameters`` names.
 
     Name, module, version, code digest, result and argument digests are matched in the database
-    (one join on the arguments index per fixed argument, EXISTS for "present, any value"), and a
-    row must contain the JSON text of each string in the metadata template; the caller re-checks
-    each row with ``template.matches`` (metadata exactly, clipped columns).
+    (EXISTS for "present, any value"), and a row must contain the JSON text of each string in the
+    metadata template; the caller re-checks each row with ``template.matches`` (metadata exactly,
+    clipped columns). A template that fixes an argument starts from the arguments index: the calls
+    with that argument (the intersection of those sets for several), each looked up by its key.
     """
-    calls = tables.calls
+    calls, arguments = tables.calls, tables.arguments
     stmt = sa.select(calls.c.key, calls.c.record, calls.c.checksum)
+    text = partial(sa.bindparam, type_=sa.String)
     conditions = []
-    for column, wanted in (
-        (calls.c.name, clip(template.name)),
-        (calls.c.module, clip(template.module)),
-        (calls.c.version, version_text(template.version)),
-        (calls.c.code_digest, template.code_digest),
-        (calls.c.result, None if template.result is None else digest(template.result)),
-    ):
-        if wanted is not None:
-            conditions.append(column == wanted)
-    for position, (name, wanted_digest) in enumerate(template.argument_digests().items()):
-        argument = tables.arguments.alias(f"a{position}")
-        on = sa.and_(argument.c.call_key == calls.c.key, argument.c.name == clip(name))
-        if wanted_digest is None:
-            conditions.append(sa.exists().where(on))
-        else:
-            stmt = stmt.join(argument, sa.and_(on, argument.c.digest == wanted_digest))
-    for fragment in metadata_fragments(template.metadata):
-        conditions.append(calls.c.record.contains(fragment, autoescape=True))
+    for field in shape.fields:
+        column: sa.ColumnElement[Any] = calls.c[field]
+        if shape.fixed and field in _FUNCTION:
+            # an expression no index serves: a planner misled by stale statistics (right after a
+            # bulk fill, before ANALYZE) must not walk a function's calls instead (one per call)
+            column = column.concat(_EMPTY)
+        conditions.append(column == text(field))
+    if shape.fixed:
+        matching = [
+            sa.select(arguments.c.call_key).where(
+                arguments.c.name == text(f"a{i}"), arguments.c.digest == text(f"d{i}")
+            )
+            for i in range(shape.fixed)
+        ]
+        # several arguments: the intersection of their sets, whatever their sizes (a join could
+        # scan one set once per member of the other)
+        found = (matching[0] if shape.fixed == 1 else sa.intersect(*matching)).subquery("m")
+        stmt = stmt.select_from(found.join(calls, calls.c.key == found.c.call_key))
+    for i in range(shape.present):
+        argument = arguments.alias(f"p{i}")
+        on = (argument.c.call_key == calls.c.key, argument.c.name == text(f"p{i}"))
+        conditions.append(sa.exists().where(*on))
+    for i in range(shape.fragments):
+        conditions.append(calls.c.record.like(sa.bindparam(f"m{i}", type_=sa.Text), escape="/"))
     return stmt.where(*conditions)
 
 
