@@ -80,6 +80,7 @@ def _chunks(parts: list[bytes | memoryview], size: int) -> Iterator[bytes]:
 
 _NO_BUFFERS = bytes(4)
 _SHAPES = 256  # compiled query statements kept per storage
+_GROUP = 4  # chunks per statement when a large value is read: a few MiB in flight
 _ZERO: Any = sa.literal_column("0")  # inline, not a parameter of the compiled statement
 
 
@@ -144,7 +145,12 @@ class SqlBackend(SqlStore):
     def _prepare(self, db: Database) -> None:
         sql = partial(compile_positional, db)
         t, dialect, key = self.tables.values, db.dialect, sa.bindparam("key", type_=sa.String)
-        self._sql_get = sql(sa.select(t.c.data).where(t.c.key == key).order_by(t.c.chunk), "key")
+        chunks = sa.select(t.c.chunk, t.c.data).where(t.c.key == key)
+        self._sql_head = sql(chunks.order_by(t.c.chunk), "key") + " LIMIT 2"
+        self._sql_last = sql(chunks.order_by(t.c.chunk.desc()), "key") + " LIMIT 1"
+        low, high = sa.bindparam("low", type_=sa.Integer), sa.bindparam("high", type_=sa.Integer)
+        between = chunks.where(t.c.chunk >= low, t.c.chunk < high).order_by(t.c.chunk)
+        self._sql_chunks = sql(between, "key", "low", "high")
         self._sql_contains = sql(
             sa.select(t.c.chunk).where(t.c.key == key, t.c.chunk == _ZERO), "key"
         )
@@ -171,19 +177,45 @@ class SqlBackend(SqlStore):
         self._db.write(work)
 
     def _get(self, key: Digest) -> Any:
-        rows = self._db.fetch(self._sql_get, (key,))
+        # one statement for a value of one chunk; a larger one is read again, chunk group by
+        # chunk group, into one buffer in one snapshot, so a load holds the frame once
+        rows = self._db.fetch(self._sql_head, (key,))
         if not rows:
             raise KeyError(key)
-        if len(rows) == 1:
-            frame = rows[0][0]
-            if frame[5:9] != _NO_BUFFERS:  # out-of-band buffers (arrays) load writable
-                frame = bytearray(frame)
-        else:
-            frame = bytearray().join(row[0] for row in rows)
         try:
+            if len(rows) == 1:
+                frame = rows[0][1]
+                if frame[5:9] != _NO_BUFFERS:  # out-of-band buffers (arrays) load writable
+                    frame = bytearray(frame)
+            else:
+                del rows
+                frame = self._db.read(partial(self._read_chunks, key))
             return self.codec.loads(key, frame)
         except IntegrityError as e:
             raise self._corrupt(key, e) from e
+
+    def _read_chunks(self, key: Digest, cursor: Any) -> bytearray:
+        """The frame of a value of several chunks, read in groups into one preallocated buffer."""
+        cursor.execute(self._sql_last, (key,))
+        row = cursor.fetchone()
+        if row is None:  # evicted since the first read
+            raise KeyError(key)
+        last, tail = row
+        frame = bytearray(last * CHUNK_SIZE + len(tail))
+        view = memoryview(frame)
+        view[last * CHUNK_SIZE :] = tail
+        del row, tail
+        expected = 0
+        for low in range(0, last, _GROUP):
+            cursor.execute(self._sql_chunks, (key, low, min(low + _GROUP, last)))
+            for number, data in cursor.fetchall():
+                if number != expected or len(data) != CHUNK_SIZE:
+                    raise IntegrityError(f"value {key}: chunk {expected} is missing or torn")
+                view[number * CHUNK_SIZE : (number + 1) * CHUNK_SIZE] = data
+                expected += 1
+        if expected != last:
+            raise IntegrityError(f"value {key}: chunk {expected} is missing")
+        return frame
 
     def _contains(self, key: Digest) -> bool:
         return bool(self._db.fetch(self._sql_contains, (key,)))

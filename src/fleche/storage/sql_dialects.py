@@ -57,6 +57,8 @@ class Dialect:
     extra = "all"  # pip extra that installs it
     paramstyle = "format"  # positional, so hot-path parameters are plain tuples
     begin = "BEGIN"
+    # a read of several statements that sees one state of the database (a large value's chunks)
+    snapshot: tuple[str, ...] = ("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",)
     table_options: ClassVar[dict[str, Any]] = {}
 
     def __eq__(self, other: object) -> bool:
@@ -119,6 +121,7 @@ class SqliteDialect(Dialect):
     module = "sqlite3"
     paramstyle = "qmark"
     begin = "BEGIN IMMEDIATE"  # take the write lock up front: a deferred upgrade can deadlock
+    snapshot = ("BEGIN",)  # in WAL mode, a read transaction keeps the snapshot of its first read
     table_options: ClassVar[dict[str, Any]] = {"sqlite_with_rowid": False}
 
     def engine_url(self, url: URL) -> URL:
@@ -203,6 +206,10 @@ class MysqlDialect(Dialect):
     module = "pymysql"
     extra = "mysql"
     begin = "START TRANSACTION"
+    snapshot = (  # the isolation level for the next transaction only, whatever the server's
+        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+        "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
+    )
     table_options: ClassVar[dict[str, Any]] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
 
     def engine_options(self, url: URL) -> dict[str, Any]:

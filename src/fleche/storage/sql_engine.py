@@ -4,7 +4,8 @@ SQLAlchemy owns the engine (one per server URL in a process, shared by every sto
 its pool and dialect. The hot path bypasses its statement machinery: statements are compiled once
 into the driver's positional paramstyle (``compile``) and run on the driver's own connection, taken
 from the engine (``raw_connection``), detached from the pool and kept per thread in autocommit, so a
-read is one driver call. Writes run there too, each in one transaction. Advisory locks use one more
+read is one driver call. Writes run there too, each in one transaction, and so do the reads of
+several statements, each in one snapshot. Advisory locks use one more
 connection per thread, so nested locks never drain the pool. After ``fork`` the child drops the
 parent's connections without closing them (that would close the parent's sessions) and opens its own.
 """
@@ -175,21 +176,29 @@ class Database:
 
     def write(self, work: Callable[[Any], T]) -> T:
         """Run ``work(cursor)`` in one transaction, once more if the connection broke."""
+        return self._transaction((self.dialect.begin,), work, "write")
+
+    def read(self, work: Callable[[Any], T]) -> T:
+        """Run ``work(cursor)`` in one read-only transaction that sees one snapshot."""
+        return self._transaction(self.dialect.snapshot, work, "read")
+
+    def _transaction(self, begin: tuple[str, ...], work: Callable[[Any], T], what: str) -> T:
         for attempt in (0, 1):
             conn = self._connection()
             cursor = conn.cursor
             try:
-                cursor.execute(self.dialect.begin)
+                for statement in begin:
+                    cursor.execute(statement)
                 result = work(cursor)
                 cursor.execute("COMMIT")
                 return result
             except self.transient as e:
                 self._abort(cursor)
                 if attempt:
-                    raise StorageError(f"{self.dialect.name}: write failed: {e}") from e
+                    raise StorageError(f"{self.dialect.name}: {what} failed: {e}") from e
             except self.error as e:
                 self._abort(cursor)
-                raise StorageError(f"{self.dialect.name}: write failed: {e}") from e
+                raise StorageError(f"{self.dialect.name}: {what} failed: {e}") from e
             except BaseException:
                 self._abort(cursor)
                 raise
@@ -243,9 +252,9 @@ class _MemoryDatabase(Database):
         with self.serial:
             return super().fetch(sql, params)
 
-    def write(self, work: Callable[[Any], T]) -> T:
+    def _transaction(self, begin: tuple[str, ...], work: Callable[[Any], T], what: str) -> T:
         with self.serial:
-            return super().write(work)
+            return super()._transaction(begin, work, what)
 
 
 _databases: dict[tuple[str, bool], Database] = {}
