@@ -12,6 +12,8 @@ import sys
 import textwrap
 import threading
 import time
+import tracemalloc
+import warnings
 from typing import Any
 
 import pytest
@@ -23,8 +25,12 @@ from fleche.errors import (
     CorruptEntryWarning,
     LockTimeoutError,
     MissingDependencyError,
+    StorageError,
 )
+from fleche.storage import redis as redis_storage
 from fleche.storage.base import Intent
+from fleche.storage.redis_pieces import LARGE
+from fleche.storage.serialize import Codec
 
 from ..backends.redis import RedisHarness
 
@@ -262,6 +268,103 @@ def test_values_expire_too(rh: RedisHarness) -> None:
         storage.expand(key)
     assert list(storage.list()) == [kept]
     assert rh.raw.zscore(storage._index, key) is None
+
+
+# --- large values in pieces ---------------------------------------------------------------------
+BIG = bytes(range(256)) * (3 * LARGE // 256)  # 3 x LARGE: written and read in pieces
+
+
+@pytest.mark.parametrize("ttl", [None, 300])
+def test_a_large_value_appears_whole_or_not_at_all(rh: RedisHarness, monkeypatch, ttl) -> None:
+    storage = rh.value_storage(**({} if ttl is None else {"ttl": ttl}))
+    key = Digest(digest(BIG))
+    entry, commit, seen = storage._space + key, storage._conn.commit_value, []
+
+    def checked(keys: list[str], args: list[Any]) -> Any:
+        temporary = keys[0]
+        seen.append(temporary)
+        assert temporary.startswith(storage._space + "tmp:")
+        assert not rh.raw.exists(entry)  # readers see nothing until the rename
+        assert rh.raw.strlen(temporary) > len(BIG) and rh.raw.pttl(temporary) > 0
+        return commit(keys, args)
+
+    monkeypatch.setattr(storage._conn, "commit_value", checked)
+    assert storage.save(BIG) == key
+    assert seen and not rh.raw.exists(seen[0])
+    assert storage.load(key) == BIG
+    assert list(storage.list()) == [key] and storage.stored_age(key) < 60
+    pttl = rh.raw.pttl(entry)
+    assert (
+        pttl == -1 if ttl is None else 0 < pttl <= ttl * 1000
+    )  # the entry's expiry, not the temp's
+
+
+def test_a_large_write_whose_temporary_key_vanished_fails(rh: RedisHarness, monkeypatch) -> None:
+    storage = rh.value_storage()
+    write = redis_storage.write_pieces
+
+    def expired(client: Any, temporary: str, parts: Any) -> None:
+        write(client, temporary, parts)
+        rh.raw.delete(temporary)  # as if its writer had paused past its expiry
+
+    monkeypatch.setattr(redis_storage, "write_pieces", expired)
+    with pytest.raises(StorageError):
+        storage.save(BIG)
+    assert list(storage.list()) == [] and not rh.raw_keys(storage)
+
+
+def test_a_large_value_changed_while_read_is_read_again(rh: RedisHarness, monkeypatch) -> None:
+    """Its pieces take several GETRANGEs; a writer between them (here another encoding of the
+    same value) must not tear the read: WATCH sees the change and the read starts over."""
+    import redis
+
+    storage = rh.value_storage()
+    key = storage.save(BIG)
+    other = Codec(compress="zlib").dumps_bytes(key, BIG)
+    getrange, ranges = redis.client.Pipeline.getrange, []
+
+    def interrupted(pipe: Any, name: str, start: int, end: int) -> Any:
+        ranges.append(start)
+        if len(ranges) == 2:
+            rh.raw.set(name, other)
+        return getrange(pipe, name, start, end)
+
+    monkeypatch.setattr(redis.client.Pipeline, "getrange", interrupted)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CorruptEntryWarning)
+        assert storage.load(key) == BIG
+    assert ranges.count(0) == 2  # the read started over
+
+
+def test_a_large_corrupt_value_is_a_warned_miss_and_removed(rh: RedisHarness) -> None:
+    storage = rh.value_storage()
+    key = storage.save(BIG)
+    rh.raw.setrange(storage._space + key, 2 * LARGE, b"!")
+    with pytest.warns(CorruptEntryWarning), pytest.raises(KeyError):
+        storage.load(key)
+    assert not rh.raw.exists(storage._space + key)
+
+
+def test_a_large_array_is_held_once_while_stored_and_loaded(rh: RedisHarness) -> None:
+    """No copy of the whole frame on the way in or out (allocations seen by tracemalloc), and
+    the loaded array is writable: it lives in the buffer the pieces were read into."""
+    np = pytest.importorskip("numpy")
+    storage = rh.value_storage()
+    array = np.arange(4 * 1024 * 1024, dtype=np.float64)  # 32 MiB
+    small = storage.load(storage.save(np.arange(4.0)))
+    assert small.flags.writeable
+    tracemalloc.start()
+    try:
+        key = storage.save(array)
+        stored = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        loaded = storage.load(key)
+        loaded_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert stored < 0.25 * array.nbytes
+    assert loaded_peak < 1.5 * array.nbytes
+    assert loaded.flags.writeable and np.array_equal(loaded, array)
 
 
 # --- integrity ----------------------------------------------------------------------------------------

@@ -8,7 +8,9 @@
   ``P:c:{key}``: a call record, checked JSON. ``P:v:index``, ``P:c:index`` and the query sets are
   described in ``redis_index``.
 - A write is atomic with its index entries (MULTI/EXEC for values, a Lua script for calls); so is an
-  eviction.
+  eviction. A frame over 4 MiB is written in pieces to a temporary key, renamed onto the entry by a
+  Lua script, and read back in pieces into one buffer (``redis_pieces``), so a store or a load
+  never holds a second copy of it.
 - ``P:c:lock:{key}``: the cross-process lock of a call key, a token lock with a lease (``SET NX PX``),
   released only by its holder (compare-and-delete in Lua) and renewed by a heartbeat thread while the
   holder lives, so a killed holder blocks others for at most one lease (default 30 s). Values take no
@@ -49,10 +51,17 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from .._urls import masked
 from ..caches import Cache
 from ..digest import SCHEME_VERSION, Digest
-from ..errors import ConfigError, IntegrityError, LockTimeoutError, MissingDependencyError
+from ..errors import (
+    ConfigError,
+    IntegrityError,
+    LockTimeoutError,
+    MissingDependencyError,
+    StorageError,
+)
 from .base import CallMixin, StorageBackend, UrlIdentity, ValueMixin, check_key
 from .locking import DEFAULT_LOCK_TIMEOUT, PerKeyLockMixin
 from .redis_index import PUT_CALL, REMOVE, CallIndexMixin, SortedIndexMixin
+from .redis_pieces import COMMIT, LARGE, read_frame, write_pieces
 from .serialize import Codec
 
 __all__ = [
@@ -71,6 +80,7 @@ log = logging.getLogger(__name__)
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_LEASE = 30.0
 _OURS = ("prefix", "ttl", "lease", "lock_timeout", "secret_key", "compress")
+_NO_BUFFERS = bytes(4)  # a frame's count of out-of-band buffers when it has none
 _PREFIX = re.compile(r"[\w.\-/:]+")  # no glob characters: tools delete a prefix by SCAN MATCH
 
 _RELEASE = (
@@ -257,6 +267,7 @@ class RedisConnection:
         self.client: Any = redis.Redis.from_url(server)
         self._transient = (redis.ConnectionError, redis.TimeoutError)
         self.put_call = self.client.register_script(PUT_CALL)
+        self.commit_value = self.client.register_script(COMMIT)
         self.remove = self.client.register_script(REMOVE)
         self.release = self.client.register_script(_RELEASE)
         self.renew = self.client.register_script(_RENEW)
@@ -272,18 +283,23 @@ class RedisConnection:
         self.client.connection_pool.reset()
         self._fresh()
 
-    def get(self, name: str) -> bytes | None:
-        """GET on this thread's own connection, so the pool's checkout stays off the hit path."""
+    def get(self, name: str, limit: int | None = None) -> bytes | None:
+        """GET on this thread's own connection, so the pool's checkout stays off the hit path;
+        with ``limit``, only the first ``limit`` bytes (GETRANGE)."""
+        command: tuple[Any, ...] = (
+            ("GET", name) if limit is None else ("GETRANGE", name, 0, limit - 1)
+        )
         conn = getattr(self._local, "conn", None)
         if conn is None:
             pool = self.client.connection_pool
             conn = self._local.conn = pool.connection_class(**pool.connection_kwargs)
         try:
-            conn.send_command("GET", name)
-            return conn.read_response()
+            conn.send_command(*command)
+            data = conn.read_response()
         except self._transient:
             conn.disconnect()  # reconnects on its next use; this read goes through the pool
-            return self.client.get(name)
+            data = self.client.execute_command(*command)
+        return data or None  # GETRANGE gives b"" for a missing key; no entry is empty
 
     def check_scheme(self, prefix: str) -> None:
         """Record the digest scheme under ``P:meta`` or check the one recorded there."""
@@ -357,14 +373,29 @@ class RedisBackend(UrlIdentity, SortedIndexMixin, StorageBackend):
 
     # --- primitives ---------------------------------------------------------------------------
     def _put(self, key: Digest, value: Any) -> None:
-        pipe = self._conn.client.pipeline(transaction=True)
-        pipe.set(self._space + key, self.codec.dumps_bytes(key, value), px=self._ttl_ms)
+        parts = self.codec.dumps(key, value)
+        client, written = self._conn.client, self._space + "written"
+        if sum(memoryview(part).nbytes for part in parts) > LARGE:  # see ``redis_pieces``
+            temporary = f"{self._space}tmp:{key}:{os.urandom(8).hex()}"
+            write_pieces(client, temporary, parts)
+            names = [temporary, self._space + key, self._index, written]
+            if not self._conn.commit_value(names, [key, self._ttl_ms or 0, repr(time.time())]):
+                raise StorageError(f"redis: the value {key} expired before it was fully written")
+            return
+        pipe = client.pipeline(transaction=True)
+        pipe.set(self._space + key, b"".join(parts), px=self._ttl_ms)
         pipe.zadd(self._index, {key: 0})
-        pipe.hset(self._space + "written", key, repr(time.time()))
+        pipe.hset(written, key, repr(time.time()))
         pipe.execute()
 
     def _get(self, key: Digest) -> Any:
-        data = self._conn.get(self._space + key)
+        name = self._space + key
+        data: bytes | bytearray | None = self._conn.get(name, LARGE + 1)
+        if data is not None and len(data) > LARGE:  # read again, in pieces, into one buffer
+            data = None  # the first bytes are not kept meanwhile
+            data = read_frame(self._conn.client, name)
+        elif data is not None and data[5:9] != _NO_BUFFERS:  # out-of-band buffers load writable
+            data = bytearray(data)
         if data is None:
             raise KeyError(key)
         try:
