@@ -73,6 +73,9 @@ def __getattr__(name: str) -> Any:
 
 log = get_logger(__name__)
 
+# a call to store: its key, its record, and its values (key, value), the result last
+_Entry = tuple[Digest, DigestedCall, list[tuple[Digest, Any]]]
+
 
 class BaseCache:
     """The cache contract every cache implements; see :class:`Cache` for the plain one.
@@ -235,6 +238,12 @@ class BaseCache:
             for value_key, value in values:
                 self._store_value(value_key, value)
             self._store_record(key, record)
+
+    def _store_many(self, entries: builtins.list[_Entry]) -> None:
+        """Store many calls as :meth:`_store` stores one (caches on stores that write many rows
+        at once override it)."""
+        for key, record, values in entries:
+            self._store(key, record, values)
 
     def query(self, template: QueryCall | None = None) -> QueryIterator:
         """Stored calls matching ``template`` (everything when None), as a lazy result."""
@@ -476,6 +485,20 @@ class Cache(BaseCache):
 
     def _stored_among(self, keys: builtins.list[Digest]) -> set[Digest]:
         return self.calls._contains_many(keys)
+
+    def _store_many(self, entries: builtins.list[_Entry]) -> None:
+        """Many calls in one batch: the locks of their keys taken without waiting, then every
+        value, then every record, each in as few statements as the storages allow; a call whose
+        key another owner holds is stored after, on its own, once its key is free."""
+        with self.batch():
+            with self.calls._holding(key for key, _, _ in entries) as held:
+                ready = [entry for entry in entries if entry[0] in held]
+                values = {key: value for _, _, pairs in ready for key, value in pairs}
+                self.values._save_many(list(values.items()))
+                self.calls._save_many([(key, record) for key, record, _ in ready])
+            for key, record, pairs in entries:
+                if key not in held:
+                    self._store(key, record, pairs)  # waits for its key (the batch commits first)
 
     # optional storage hooks: ``stored_size(key)`` (bytes) and ``stored_age(key)`` (seconds since
     # the value was written; a storage that skips rewriting an existing value must refresh it)

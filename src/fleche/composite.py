@@ -339,6 +339,10 @@ class CacheStack(_Layered):
     def _store(self, key: Digest, record: DigestedCall, values: Iterable[tuple[Digest, Any]]):
         self.layers[0]._store(key, record, values)
 
+    def _store_many(self, entries: list[tuple[Digest, DigestedCall, list[tuple[Digest, Any]]]]
+                    ) -> None:  # fmt: skip
+        self.layers[0]._store_many(entries)
+
     def _store_value(self, key: Digest, value: Any) -> None:
         self.layers[0]._store_value(key, value)
 

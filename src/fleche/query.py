@@ -12,12 +12,16 @@ import itertools
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .call import LazyCall, QueryCall
+from ._log import get_logger
+from .call import NO_RESULT, LazyCall, QueryCall
+from .digest import Digest
 
 if TYPE_CHECKING:
     from .caches import BaseCache
 
 __all__ = ["QueryIterator"]
+
+log = get_logger(__name__)
 
 
 class QueryIterator:
@@ -166,7 +170,7 @@ class QueryIterator:
         Raises ``SaveError`` naming the first call that ``other`` cannot store (a value it cannot
         serialise, a full disk): the calls before it are stored, it and those after it are not.
         """
-        return transfer_calls(self.cache, list(self), other, pop=pop, overwrite=overwrite,
+        return transfer_calls(self.cache, [*iter(self)], other, pop=pop, overwrite=overwrite,
                               batch_size=batch_size)  # fmt: skip
 
     def rows(self) -> list[dict[str, Any]]:
@@ -241,45 +245,66 @@ def transfer_calls(
 
 def _transfer_batch(source: BaseCache, calls: list[LazyCall], other: BaseCache, overwrite: bool,
                     copied: int) -> list[LazyCall]:  # fmt: skip
-    """Copy ``calls`` into ``other`` in one batch; the ones copied."""
-    from .errors import Rejected, SaveError
+    """Copy ``calls`` into ``other`` in one batch; the ones copied. When the batch fails, its
+    calls are stored again one by one, to store those before the one that fails and name it."""
+    from .errors import Rejected
 
-    stored: list[LazyCall] = []
-    current: LazyCall | None = None
+    todo: list[tuple[LazyCall, list[tuple[Digest, Any]]]] | None = None
     try:
         with other.batch():
             present = set() if overwrite else other._stored_among([c.key for c in calls])
-            for current in calls:
-                if current.key not in present and transfer_call(source, current, other, True):
-                    stored.append(current)
-            current = None
+            todo = []
+            for call in calls:
+                if call.key not in present:
+                    values = _stored_values(source, call)
+                    if values is not None:
+                        todo.append((call, values))
+            other._store_many([(c.key, c.record, values) for c, values in todo])
     except Rejected:
         raise
     except Exception as e:
-        # the batch rolled back what it had not committed: store the calls before it once more
-        kept, again = _store_each(source, stored, other)
-        where = (
-            f"at call {current.key} ({current.name})"
-            if current is not None
-            else f"committing a batch of {len(calls)} calls"
-        )
-        message = f"transfer into {other!r} stopped {where}: {type(e).__name__}: {e}; "
-        message += f"{copied + kept} calls were copied"
-        if again is not None:
-            message += f" (storing the calls before it again failed: {again})"
-        raise SaveError(message) from e
+        if todo is None:  # failed before it knew which calls to copy
+            return _transfer_each(source, calls, other, overwrite, copied, e)
+        return _transfer_each(source, [c for c, _ in todo], other, True, copied, e)
+    return [call for call, _ in todo]
+
+
+def _transfer_each(source: BaseCache, calls: list[LazyCall], other: BaseCache, overwrite: bool,
+                   copied: int, error: Exception) -> list[LazyCall]:  # fmt: skip
+    """Copy ``calls`` one by one, each in its own commit, after their batch failed with
+    ``error``; ``SaveError`` naming the first call that fails."""
+    from .errors import SaveError
+
+    stored = []
+    for call in calls:
+        try:
+            if transfer_call(source, call, other, overwrite=overwrite):
+                stored.append(call)
+        except Exception as e:
+            raise SaveError(
+                f"transfer into {other!r} stopped at call {call.key} ({call.name}): "
+                f"{type(e).__name__}: {e}; {copied + len(stored)} calls were copied"
+            ) from e
+    log.warning("a batch of %d calls into %r failed (%s: %s); copied them one by one",
+                len(calls), other, type(error).__name__, error)  # fmt: skip
     return stored
 
 
-def _store_each(source: BaseCache, calls: list[LazyCall], other: BaseCache
-                ) -> tuple[int, Exception | None]:  # fmt: skip
-    """Store ``calls`` one by one, each in its own commit; how many, and the error that stopped it."""
-    for done, call in enumerate(calls):
+def _stored_values(source: BaseCache, call: LazyCall) -> list[tuple[Digest, Any]] | None:
+    """The stored values of ``call``, result last (arguments stored by digest only are left
+    out); None when its result is gone: a record is never copied without its result."""
+    values = []
+    for value_key in call.record.arguments.values():
         try:
-            transfer_call(source, call, other, overwrite=True)
-        except Exception as e:
-            return done, e
-    return len(calls), None
+            values.append((value_key, source.load_value(value_key)))
+        except KeyError:  # an argument recorded by digest only
+            continue
+    if call.record.result is not NO_RESULT:
+        try:
+            values.append((call.record.result, source.load_value(call.record.result)))
+        except KeyError:
+            return None
+    return values
 
 
 def _evict_all(cache: BaseCache, calls: list[LazyCall]) -> None:
@@ -297,21 +322,11 @@ def transfer_call(source: BaseCache, call: LazyCall, other: BaseCache, overwrite
 
     Returns False when ``other`` already has it and ``overwrite`` is off, or its result is gone.
     """
-    from .call import NO_RESULT
-
     if not overwrite and other.contains(call.key):
         return False
-    values = []
-    for value_key in call.record.arguments.values():
-        try:
-            values.append((value_key, source.load_value(value_key)))
-        except KeyError:  # an argument recorded by digest only
-            continue
-    if call.record.result is not NO_RESULT:
-        try:
-            values.append((call.record.result, source.load_value(call.record.result)))
-        except KeyError:
-            return False  # never copy a record without its result
+    values = _stored_values(source, call)
+    if values is None:
+        return False  # never copy a record without its result
     other._store(call.key, call.record, values)
     return True
 

@@ -288,25 +288,28 @@ class KeyLock:
                 pass
         return fd
 
-    def __enter__(self) -> None:
-        deadline = time.monotonic() + self.timeout
-        pause = 0.0005
+    def try_enter(self) -> bool:
+        """Take the lock if nobody holds it, without waiting; True when taken."""
         while True:
             fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
+                return False
             except BaseException:
                 os.close(fd)
                 raise
-            else:
-                if os.fstat(fd).st_nlink:
-                    self.fd, self.pid = fd, os.getpid()
-                    _held[fd] = self.path
-                    return
-                os.close(fd)  # won a lock file its holder had just removed: take the new one
-                continue
+            if os.fstat(fd).st_nlink:
+                self.fd, self.pid = fd, os.getpid()
+                _held[fd] = self.path
+                return True
+            os.close(fd)  # won a lock file its holder had just removed: take the new one
+
+    def __enter__(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        pause = 0.0005
+        while not self.try_enter():
             if pause == 0.0005:
                 pause_batches()
             left = deadline - time.monotonic()
@@ -380,19 +383,22 @@ class RangeLock:
         self.fd: int | None = None
         self.pid = 0
 
-    def __enter__(self) -> None:
+    def try_enter(self) -> bool:
+        """Take the lock if nobody holds it, without waiting; True when taken."""
         fd = _shared_lock_fd(self.path, self.mode)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, self.offset)
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            return False
+        self.fd, self.pid = fd, os.getpid()
+        return True
+
+    def __enter__(self) -> None:
         deadline = time.monotonic() + self.timeout
         pause = 0.0005
-        while True:
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, self.offset)
-            except OSError as e:
-                if e.errno not in (errno.EACCES, errno.EAGAIN):
-                    raise
-            else:
-                self.fd, self.pid = fd, os.getpid()
-                return
+        while not self.try_enter():
             if pause == 0.0005:
                 pause_batches()
             left = deadline - time.monotonic()

@@ -11,7 +11,7 @@ import builtins
 import enum
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -147,11 +147,29 @@ class BatchScope:
             self.finish(exc_type is None)
 
 
+class _AllHeld:
+    __slots__ = ("keys",)
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        self.keys = keys
+
+    def __enter__(self) -> set[str]:
+        return set(self.keys)
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
 class OperationContext:
     """Hosts ``_operation_context``: mixins chain with ``super()`` to add locks or transactions."""
 
     def _operation_context(self, key: str, *, intent: Intent) -> AbstractContextManager[Any]:
         return NULL_CONTEXT
+
+    def _holding(self, keys: Iterable[str]) -> AbstractContextManager[set[str]]:
+        """The WRITE locks of many keys, taken without waiting: entering gives the keys held
+        (a key another owner holds is left out). Without locks, every key is held."""
+        return _AllHeld(keys)
 
     def batch(self) -> AbstractContextManager[Any]:
         """A block whose writes, in this thread, share one transaction (or pipeline), so that many
@@ -341,6 +359,11 @@ class ValueStorage(KeyManagement):
     def load(self, key: str) -> Any:
         raise NotImplementedError
 
+    def _save_many(self, items: builtins.list[tuple[Digest, Any]]) -> None:
+        """Store many ``(key, value)`` pairs (stores that write many rows at once override it)."""
+        for key, value in items:
+            self.save(value, key)
+
 
 class CallStorage(KeyManagement):
     """Domain contract for call records: ``save``/``load`` by lookup key, and ``query``."""
@@ -353,6 +376,12 @@ class CallStorage(KeyManagement):
 
     def query(self, template: QueryCall) -> Iterator[tuple[Digest, DigestedCall]]:
         raise NotImplementedError
+
+    def _save_many(self, items: builtins.list[tuple[Digest, DigestedCall]]) -> None:
+        """Store many ``(key, record)`` pairs; the caller holds the keys' WRITE locks
+        (:meth:`_holding`). Stores that write many rows at once override it."""
+        for key, record in items:
+            self.save(record, key)
 
 
 class ValueMixin(ValueStorage):

@@ -30,7 +30,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ from ..digest import SCHEME_VERSION, Digest, digest
 from ..errors import ConfigError, FlecheWarning, IntegrityError, SaveError
 from . import _files
 from ._files import OPS, FileOps, key_path, make_dirs, read_file, write_atomic
-from .base import NULL_CONTEXT, CallMixin, Intent, StorageBackend, check_key
+from .base import NULL_CONTEXT, BatchScope, CallMixin, Intent, StorageBackend, check_key
 from .filesystem import DirectoryOptions, FileKeyLockMixin, SaveOnceMixin, _rebuild
 from .serialize import Codec
 
@@ -96,17 +96,53 @@ def _raise_save_error(e: sqlite3.Error, what: str) -> None:
 class _Transaction:
     """An IMMEDIATE transaction on the thread's connection; nested ones join the outermost."""
 
-    __slots__ = ("db", "outer")
+    __slots__ = ("db", "mark", "outer")
 
     def __init__(self, db: Database) -> None:
-        self.db, self.outer = db, False
+        self.db, self.outer, self.mark = db, False, -1
 
     def __enter__(self) -> None:
         self.outer = self.db.begin()
+        self.mark = -1 if self.outer else self.db.batch_mark()
 
-    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, *rest: Any) -> None:
         if self.outer:
             self.db.end(commit=exc_type is None)
+        elif exc_type is not None and self.mark >= 0:
+            self.db.batch_failed(self.mark, exc)
+
+
+class _Batch(BatchScope):
+    """One thread's batch on a database: its writes share one IMMEDIATE transaction, opened by the
+    first write and committed when the outermost block ends, or sooner by ``pause``.
+
+    A write that fails after it changed rows rolls the batch's transaction back at once (no half
+    written record is ever committed) and the batch then raises ``SaveError`` when it ends, even
+    if the caller caught the first error: never a silent loss. A batch opened inside a
+    transaction that is not its own joins it and commits nothing (``inert``).
+    """
+
+    def __init__(self, db: Database) -> None:
+        super().__init__()
+        self.db, self.inert = db, False
+        self.failed: BaseException | None = None
+
+    def begin(self) -> None:
+        self.inert = self.db.connection().in_transaction
+
+    def pause(self) -> None:
+        if not self.inert and self.db.connection().in_transaction:
+            self.db.end(commit=True)
+
+    def finish(self, ok: bool) -> None:
+        failed, self.failed = self.failed, None
+        if not self.inert and self.db.connection().in_transaction:
+            self.db.end(commit=ok and failed is None)
+        if failed is not None and ok:
+            raise SaveError(
+                f"a write in a batch on {self.db.path} failed ({type(failed).__name__}: "
+                f"{failed}); the batch's writes not committed before it were rolled back"
+            ) from failed
 
 
 class _Connection(sqlite3.Connection):
@@ -156,6 +192,7 @@ class Database:
         conn.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
         conn.execute(f"PRAGMA journal_size_limit={(WAL_PAGES + 16) * 4120}")  # frame: page + 24
         self._local.conn, self._local.durable, self._local.after = conn, self.durable, []
+        self._local.batch = None
         self._connections.add(conn)
         return conn
 
@@ -200,8 +237,17 @@ class Database:
     def transaction(self) -> _Transaction:
         return _Transaction(self)
 
+    def batch(self) -> _Batch:
+        """This thread's batch (see :meth:`OperationContext.batch`)."""
+        self.connection()
+        batch = self._local.batch
+        if batch is None:
+            batch = self._local.batch = _Batch(self)
+        return batch
+
     def begin(self) -> bool:
-        """Start an IMMEDIATE transaction unless one is open; True when this call started it."""
+        """Start an IMMEDIATE transaction unless one is open; True when this call started it and
+        must end it (False in a batch: the batch ends it)."""
         conn = self.connection()
         if conn.in_transaction:
             return False
@@ -214,7 +260,25 @@ class Database:
         except sqlite3.Error as e:
             self._writer.release()
             _raise_save_error(e, f"cannot write to {self.path}")
-        return True
+        batch = self._local.batch
+        return batch is None or not batch.depth or batch.inert
+
+    def batch_mark(self) -> int:
+        """Rows changed so far on this connection when a batch is open (else -1), so that a write
+        that fails in it can tell whether it left anything behind (:meth:`batch_failed`)."""
+        batch = self._local.batch
+        if batch is None or not batch.depth or batch.inert:
+            return -1
+        return self._local.conn.total_changes
+
+    def batch_failed(self, mark: int, error: BaseException) -> None:
+        """A write in the open batch failed: if it changed rows, roll the batch back now."""
+        conn, batch = self._local.conn, self._local.batch
+        if conn.total_changes == mark or not conn.in_transaction:
+            return  # it failed before writing (a value that cannot be serialised): nothing to undo
+        self.end(commit=False)
+        if batch.failed is None:
+            batch.failed = error
 
     def end(self, *, commit: bool) -> None:
         """Commit (or roll back) the outermost transaction, then run the after-commit actions."""
@@ -346,6 +410,10 @@ class EmbeddedBackend(StorageBackend):
         # the base of the chain: locks (mixins on the left) are taken before the transaction
         return self._db.transaction() if intent is Intent.WRITE else NULL_CONTEXT
 
+    def batch(self) -> Any:
+        """Writes of this thread in one transaction until the block ends (see ``Database``)."""
+        return self._db.batch()
+
     def _execute(self, sql: str, parameters: Any = ()) -> sqlite3.Cursor:
         try:
             return self._db.connection().execute(sql, parameters)
@@ -364,23 +432,39 @@ class EmbeddedBackend(StorageBackend):
 
     def _put(self, key: Digest, value: Any, fresh: bool = False) -> None:
         """Store ``value`` (``fresh``: the caller knows no row exists, so none is replaced)."""
+        blob = bytes.fromhex(key)
+        row = self._value_row(key, blob, value)
+        if row[1] is None:  # a file, written over the old one if any
+            self._execute("INSERT OR REPLACE INTO vals VALUES (?, ?, ?, ?)", row)
+            return
+        old = None if fresh else self._execute(self._select_size, (blob,)).fetchone()
+        self._execute("INSERT OR REPLACE INTO vals VALUES (?, ?, ?, ?)", row)
+        if old is not None and old[0] is not None:  # was a file: remove it once this commits
+            self._remove_file_after_commit(key)
+
+    def _value_row(self, key: Digest, blob: bytes, value: Any) -> tuple[Any, ...]:
+        """The ``vals`` row of ``value``: inline, or a large one's file, written here first."""
         parts = self.codec.dumps(key, value)
         size = sum(memoryview(part).nbytes for part in parts)
-        blob = bytes.fromhex(key)
         if size > self.threshold:
             path = key_path(self._files, key)
             write_atomic(path, parts, durable=self.durable, mode=self.mode, ops=self.ops)
-            self._execute(
-                "INSERT OR REPLACE INTO vals VALUES (?, NULL, ?, ?)", (blob, size, time.time())
+            return blob, None, size, time.time()
+        return blob, b"".join(parts), None, time.time()
+
+    def _rows_among(self, columns: str, keys: Sequence[str]) -> builtins.list[Any]:
+        """``SELECT key, columns`` of the stored ones among ``keys``, a page of keys a statement."""
+        rows = []
+        for start in range(0, len(keys), _PAGE):
+            page = [bytes.fromhex(check_key(k)) for k in keys[start : start + _PAGE]]
+            sql = (
+                f"SELECT key{columns} FROM {self._table} WHERE key IN ({','.join('?' * len(page))})"
             )
-            return
-        old = None if fresh else self._execute(self._select_size, (blob,)).fetchone()
-        data = b"".join(parts)
-        self._execute(
-            "INSERT OR REPLACE INTO vals VALUES (?, ?, NULL, ?)", (blob, data, time.time())
-        )
-        if old is not None and old[0] is not None:  # was a file: remove it once this commits
-            self._remove_file_after_commit(key)
+            rows += self._execute(sql, page).fetchall()
+        return rows
+
+    def _contains_many(self, keys: builtins.list[Digest]) -> set[Digest]:
+        return {Digest(row[0].hex()) for row in self._rows_among("", keys)}
 
     def _get(self, key: Digest) -> Any:
         blob = bytes.fromhex(key)
@@ -738,12 +822,52 @@ class ValueEmbedded(SaveOnceMixin, EmbeddedBackend):
                 self._put(key, value, fresh=True)  # in this transaction, no row can appear
         return key
 
+    def _save_many(self, items: builtins.list[tuple[Digest, Any]]) -> None:
+        """Many values in one transaction (a batch's): one look for those already stored, which
+        are touched as ``save`` touches them, one statement for the rest."""
+        with self._db.transaction():
+            now = time.time()
+            written = dict(self._rows_among(", written", [key for key, _ in items]))
+            stale = [
+                (now, blob) for blob, when in written.items() if not 0 <= now - when < TOUCH_AFTER
+            ]
+            self._execute_many("UPDATE vals SET written = ? WHERE key = ?", stale)
+            rows = []
+            for key, value in items:
+                blob = bytes.fromhex(key)
+                if blob not in written:
+                    written[blob] = now  # a key given twice is written once
+                    rows.append(self._value_row(key, blob, value))
+            self._execute_many("INSERT INTO vals VALUES (?, ?, ?, ?)", rows)
+
 
 class CallEmbedded(CallMixin, FileKeyLockMixin, EmbeddedCallBackend):
     """Call records. ``query`` is named here, lest ``CallMixin``'s scan win. A key's process lock
     is a byte of ``DIR/locks/calls.lock`` (see ``_files.RangeLock``): no file per key."""
 
     query = EmbeddedCallBackend.query
+
+    def _save_many(self, items: builtins.list[tuple[Digest, DigestedCall]]) -> None:
+        """Many records in one transaction (a batch's; the caller holds their keys' locks): the
+        new ones in one statement and their argument rows in another; one that replaces a
+        stored record is written as ``save`` writes it."""
+        with self._db.transaction():
+            present = {row[0] for row in self._rows_among("", [key for key, _ in items])}
+            rows, arguments = [], []
+            for key, record in items:
+                blob = bytes.fromhex(key)
+                if blob in present:
+                    self._put(key, record)
+                    continue
+                present.add(blob)
+                row = _call_row(key, record)
+                rows.append((blob, *row))
+                digests = row[5]
+                arguments += [
+                    (p, digests[16 * i : 16 * i + 16], blob) for i, p in enumerate(record.arguments)
+                ]
+            self._execute_many("INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self._execute_many("INSERT OR IGNORE INTO args VALUES (?, ?, ?)", arguments)
 
     def _process_lock(self, key: str) -> Any:
         return _files.range_lock(f"{self._lock_dir}.lock", key, self.lock_timeout, self.mode)

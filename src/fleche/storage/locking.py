@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -97,6 +98,17 @@ class LockTable:
             if not entry.lock.acquire(timeout=timeout):
                 self._forget(key, entry)
                 raise LockTimeoutError(f"gave up waiting {timeout:g}s for the lock on key {key}")
+        entry.owner, entry.depth = owner, 1
+        return entry
+
+    def try_acquire(self, key: str, owner: object) -> _Entry | None:
+        """Take ``key`` for ``owner`` if nobody else holds it, without waiting; else None."""
+        entry, reentered = self._enter(key, owner)
+        if reentered:
+            return entry
+        if not entry.lock.acquire(blocking=False):
+            self._forget(key, entry)
+            return None
         entry.owner, entry.depth = owner, 1
         return entry
 
@@ -247,6 +259,58 @@ class _AsyncKeyLockContext(_KeyLockContext):
         self.__exit__(*exc)
 
 
+class _HeldKeys:
+    """The WRITE locks of many keys, taken without waiting: entering gives the keys it holds
+    (a key that another owner holds, here or in another process, is left out)."""
+
+    __slots__ = ("entries", "host", "keys")
+
+    def __init__(self, host: PerKeyLockMixin, keys: Iterable[str]) -> None:
+        self.host, self.keys = host, list(dict.fromkeys(keys))
+        self.entries: list[tuple[str, _Entry]] = []
+
+    def __enter__(self) -> set[str]:
+        table, owner = self.host._lock_table(), current_owner()
+        first: list[str] = []  # taken here for the first time: the process lock is needed too
+        for key in self.keys:
+            entry = table.try_acquire(key, owner)
+            if entry is not None:
+                self.entries.append((key, entry))
+                if entry.depth == 1:
+                    first.append(key)
+        try:
+            taken = self.host._try_process_locks(first) if first else {}
+        except BaseException:
+            self._release()
+            raise
+        held = set()
+        for key, entry in list(self.entries):
+            if entry.depth == 1:
+                if key not in taken:  # another process holds it
+                    self.entries.remove((key, entry))
+                    table.release(key, entry)
+                    continue
+                entry.process_lock = taken[key]
+            held.add(key)
+        return held
+
+    def _release(self) -> None:
+        table, entries = self.host._lock_table(), self.entries[::-1]
+        self.entries = []
+        locks = [e.process_lock for _, e in entries if e.depth == 1 and e.process_lock]
+        try:
+            if locks:
+                self.host._release_process_locks(locks)
+        finally:
+            for key, entry in entries:
+                if entry.depth == 1:
+                    entry.process_lock = None
+                table.release(key, entry)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._release()
+
+
 class PerKeyLockMixin(OperationContext):
     """One lock per key for WRITE and COMPUTE, so different keys proceed in parallel.
 
@@ -265,6 +329,33 @@ class PerKeyLockMixin(OperationContext):
 
     def _process_lock(self, key: str) -> AbstractContextManager[Any] | None:
         return None
+
+    def _holding(self, keys: Iterable[str]) -> AbstractContextManager[set[str]]:
+        return _HeldKeys(self, keys)
+
+    def _try_process_locks(self, keys: list[str]) -> dict[str, Any]:
+        """The cross-process locks of ``keys`` taken without waiting: key -> its entered lock
+        (None where none is needed); a busy key is left out. One by one through ``try_enter``
+        by default (a lock without it counts as busy); servers take many in one round trip."""
+        taken: dict[str, Any] = {}
+        for key in keys:
+            lock = self._process_lock(key)
+            if lock is None:
+                taken[key] = None
+            elif getattr(lock, "try_enter", None) is not None and lock.try_enter():  # type: ignore[attr-defined]
+                taken[key] = lock
+        return taken
+
+    def _release_process_locks(self, locks: list[Any]) -> None:
+        """Release locks :meth:`_try_process_locks` took (all of them, even when one fails)."""
+        failed: BaseException | None = None
+        for lock in locks:
+            try:
+                lock.__exit__(None, None, None)
+            except BaseException as e:  # release the others, then tell
+                failed = failed or e
+        if failed is not None:
+            raise failed
 
     def _operation_context(self, key: str, *, intent: Intent) -> AbstractContextManager[Any]:
         inner = super()._operation_context(key, intent=intent)
