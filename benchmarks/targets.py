@@ -104,7 +104,7 @@ def _steps(r: dict[str, Any], s: str) -> list[dict[str, Any]]:
 
 def flat_hits(r: dict[str, Any]) -> Verdict:
     def growth(s: str) -> float | None:
-        steps = _steps(r, s)
+        steps = [st for st in _steps(r, s) if "hit_us" in st]  # W8 alone times no hits
         if len(steps) < 2:
             return None
         return median(steps[-1], "hit_us") / median(steps[0], "hit_us")

@@ -95,3 +95,17 @@ def test_a_subject_that_cannot_run_is_reported_not_fatal(monkeypatch):
     assert "unavailable" in result or "error" in result, result
     text = tables.latency({"W1": {"fleche-redis": result}}, "W1", "hit_us")
     assert "| fleche-redis | unavailable |" in text or "| fleche-redis | error |" in text
+
+
+def test_targets_are_judged_from_a_run_of_w8_alone():
+    # W8 steps time queries but no hits: the W5 verdicts say "not measured", nothing crashes
+    from benchmarks import targets
+
+    step = {"query_one_s": {"median": 0.001}, "expand_us": {"median": 20.0}}
+    results = {"scale": {"fleche-sqlite": {"steps": [{"stored": 1000, **step},
+                                                    {"stored": 10_000, **step}]}}}  # fmt: skip
+    found = {(v["workload"], v["target"]): v for v in targets.verdicts(results)}
+    hit_growth = next(v for (w, t), v in found.items() if w == "W5" and "within 1.5x" in t)
+    assert hit_growth["status"].startswith("not measured") or "MISS" not in hit_growth["status"]
+    query_growth = next(v for (w, t), v in found.items() if w == "W8" and "constant" in t)
+    assert "sqlite 1.0x" in query_growth["measured"]
