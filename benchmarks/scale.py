@@ -1,13 +1,14 @@
 """W5 (hit latency and footprint as the store grows) and W8 (query, expand, shrink at scale).
 
 One worker fills its subject in steps (``mode.scale``), timing hits on keys spread over the whole
-store at each step, so the 1,000-entry and the 10,000-entry figures come from the same process.
+store at each step, so the figures at every size come from the same process. Each step is filled
+in bulk the fastest way the library allows (``subjects.Subject.fill``: fleche's persistent
+backends through a memory cache and ``transfer``), and its fill time is reported with the step.
 """
 
 from __future__ import annotations
 
 import random
-import time
 from typing import Any
 
 from . import bodies
@@ -16,27 +17,10 @@ from .subjects import FlecheSubject, Subject
 from .timing import budgeted, current_rss, peak_rss, per_call
 
 
-def fill(subject: Subject, f: Any, start: int, stop: int) -> float:
-    """Store calls ``start..stop-1`` the fastest way the library allows; returns seconds.
-
-    A subject with ``fill_threads`` (a server, where each store waits on a commit) is filled from
-    that many threads at once, as its users would fill it; the others in one thread, in bulk."""
-    began = time.perf_counter()
-    threads = getattr(subject, "fill_threads", 1)
-    if threads > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        def part(n: int) -> None:
-            for i in range(start + n, stop, threads):
-                f(i, bodies.group(i))
-
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(part, range(threads)))
-    else:
-        with subject.bulk():
-            for i in range(start, stop):
-                f(i, bodies.group(i))
-    return time.perf_counter() - began
+def fill(subject: Subject, f: Any, start: int, stop: int) -> dict[str, float]:
+    """Store calls ``start..stop-1`` the fastest way the library allows (``Subject.fill``, whose
+    module says how each store is filled); the seconds it took."""
+    return subject.fill(f, ((i, bodies.group(i)) for i in range(start, stop)))
 
 
 def hits(f: Any, stored: int, mode: Mode) -> dict[str, Any]:
@@ -109,7 +93,7 @@ def w5_scale(subject: Subject, mode: Mode, workloads: set[str]) -> dict[str, Any
                 f"mode's {mode.fill_budget:.0f} s budget (--full fills it)",
             })  # fmt: skip
             break
-        step: dict[str, Any] = {"stored": size, "fill_s": fill(subject, f, stored, size)}
+        step: dict[str, Any] = {"stored": size, **fill(subject, f, stored, size)}
         spent += step["fill_s"]
         stored = size
         if "W5" in workloads:

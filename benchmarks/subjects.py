@@ -1,17 +1,28 @@
 """The libraries under test: fleche on each backend, and the peers users would pick instead.
 
 A subject decorates a function the way its users do, knows where it keeps its data (to measure the
-footprint and to clean up), and fills itself in bulk the fastest way its users could. Opening a
-subject whose library or server is missing raises :class:`Unavailable` with the reason, which the
-report prints instead of a figure.
+footprint and to clean up), and fills itself in bulk the fastest way its users could
+(:meth:`Subject.fill`, used by W5 and W8):
+
+- lru_cache, cachetools, joblib, cachier, fleche-memory: by calling the decorated function (none
+  has a bulk write);
+- diskcache: by calling it inside ``cache.transact()`` (one SQLite transaction);
+- fleche on a persistent backend: by calling it with an in-memory cache active, then
+  ``memory.transfer(store)``, the public bulk copy (``fleche copy`` does the same): batches of
+  ``fleche.caches.TRANSFER_BATCH`` calls, each written as a few many-row statements in one
+  transaction on the embedded default and SQL, and pipelined on Redis.
+
+Opening a subject whose library or server is missing raises :class:`Unavailable` with the reason,
+which the report prints instead of a figure.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +98,15 @@ class Subject:
     def bulk(self) -> Any:
         """A context manager under which many stores are cheaper (a transaction), if any."""
         return _Nothing()
+
+    def fill(self, f: Callable[..., Any], calls: Iterable[tuple[Any, ...]]) -> dict[str, float]:
+        """Store ``f(*args)`` for each of ``calls`` the fastest way the library allows; the
+        seconds it took (``fill_s``), with its parts where there are several."""
+        began = time.perf_counter()
+        with self.bulk():
+            for args in calls:
+                f(*args)
+        return {"fill_s": time.perf_counter() - began}
 
     def footprint(self) -> dict[str, int] | None:
         """Where the data lives and how big it is (None when not measurable)."""
@@ -193,8 +213,6 @@ class FlecheSubject(Subject):
         self.token = uuid.uuid4().hex[:12]
         self.url = url or fleche_url(self.backend, workdir, self.token)
         self.persistent = self.backend != "memory"
-        # a server commits each store on its own: fill from threads (see ``scale.fill``)
-        self.fill_threads = 8 if self.backend in ("postgresql", "redis") else 1
 
     def open(self) -> None:
         try:
@@ -211,6 +229,27 @@ class FlecheSubject(Subject):
 
     def decorate(self, func: Callable[..., Any]) -> Callable[..., Any]:
         return self.fleche(func)
+
+    def fill(self, f: Callable[..., Any], calls: Iterable[tuple[Any, ...]]) -> dict[str, float]:
+        """Persistent: compute into a memory cache, then transfer it in bulk (see the module)."""
+        if not self.persistent:
+            return super().fill(f, calls)
+        import fleche
+        from fleche.config import cache_from_url
+
+        began = time.perf_counter()
+        staging = cache_from_url("memory://")
+        with fleche.cache(staging):
+            for args in calls:
+                f(*args)
+        computed = time.perf_counter()
+        staging.transfer(self.cache)
+        done = time.perf_counter()
+        return {
+            "fill_s": done - began,
+            "compute_s": computed - began,
+            "transfer_s": done - computed,
+        }
 
     def footprint(self) -> dict[str, int] | None:
         from . import services
