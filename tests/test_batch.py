@@ -14,7 +14,7 @@ from fleche.config import cache_from_url
 from fleche.storage.base import Intent
 
 # the stores whose batches are transactions: an exception rolls back what a batch has not committed
-TRANSACTIONAL = {"embedded"}
+TRANSACTIONAL = {"embedded", "sqlite", "postgres", "mysql"}
 
 
 class Unpicklable:
@@ -196,7 +196,7 @@ def test_a_write_failing_in_a_batch_after_changing_rows_rolls_it_back_and_says_s
 
     target = harness.cache()
     bad = call("bad", "r").digested()
-    bad.arguments = {"x": digest("bad")[:8]}  # not a full digest: the record is refused
+    bad.name = None  # type: ignore[assignment]  # the store refuses a record without a name
     with pytest.raises(SaveError, match="rolled back"):  # noqa: PT012 (the batch raises at its end)
         with target.batch():
             first = target.save(call("a", 1))

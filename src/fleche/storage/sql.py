@@ -9,7 +9,9 @@ One code path for every server: the tables are in ``sql_schema``, the engine and
 driver connections of the hot path in ``sql_engine``, and all that differs between servers in
 ``sql_dialects``. A write is one transaction: a value's chunks together, a call record with its
 argument rows. Cross-process locks guard call keys only: values are content-addressed and each
-write of one is atomic, so two writers of a value write the same bytes.
+write of one is atomic, so two writers of a value write the same bytes. In a batch
+(``storage.batch()``) the writes share one transaction, and ``_save_many`` writes many values or
+records with one ``executemany`` per statement (pipelined by psycopg).
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from ..caches import Cache
 from ..call import DigestedCall, QueryCall
 from ..digest import Digest
 from ..errors import IntegrityError
-from .base import CallMixin, StorageBackend, UrlIdentity, ValueMixin
-from .locking import DEFAULT_LOCK_TIMEOUT, PerKeyLockMixin
+from .base import CallMixin, StorageBackend, UrlIdentity, ValueMixin, check_key
+from .filesystem import shared_lock_table
+from .locking import DEFAULT_LOCK_TIMEOUT, LockTable, PerKeyLockMixin
 from .serialize import Codec, check_record_digests, dump_record, record_checksum
 from .sql_engine import Database, SqlOptions, compile_named, compile_positional, database_for
 from .sql_schema import (
@@ -81,6 +84,7 @@ def _chunks(parts: list[bytes | memoryview], size: int) -> Iterator[bytes]:
 _NO_BUFFERS = bytes(4)
 _SHAPES = 256  # compiled query statements kept per storage
 _GROUP = 4  # chunks per statement when a large value is read: a few MiB in flight
+_PAGE = 500  # keys per statement when many are looked up at once
 _ZERO: Any = sa.literal_column("0")  # inline, not a parameter of the compiled statement
 
 
@@ -112,15 +116,43 @@ class SqlStore(UrlIdentity, StorageBackend):
         return sa.select(self._table.c.key)
 
     def list(self) -> Iterator[Digest]:
-        """Every stored key, in order."""
-        with self._db.core() as conn:
-            keys = conn.execute(self._keys().order_by(self._table.c.key)).scalars().all()
-        return iter([Digest(k) for k in keys])
+        """Every stored key, in order (on the thread's connection: in a batch, with its writes)."""
+        sql = self.__dict__.get("_sql_list")
+        if sql is None:
+            stmt = self._keys().order_by(self._table.c.key)
+            sql = self._sql_list = compile_positional(self._db, stmt)
+        return iter([Digest(k) for (k,) in self._db.fetch(sql, ())])
 
     def __len__(self) -> int:
         with self._db.core() as conn:
             count = sa.select(sa.func.count()).select_from(self._keys().subquery())
             return int(conn.execute(count).scalar_one())
+
+    def batch(self) -> Any:
+        """This thread's writes in one transaction until the block ends (see ``sql_engine``)."""
+        return self._db.batch()
+
+    def _contains_many(self, keys: builtins.list[Digest]) -> set[Digest]:
+        """The stored ones among ``keys``: one statement per page of keys."""
+        found: set[Digest] = set()
+        for start in range(0, len(keys), _PAGE):
+            page = [check_key(k) for k in keys[start : start + _PAGE]]
+            size = 1 << (len(page) - 1).bit_length()  # a few statement sizes, compiled once each
+            page += page[-1:] * (size - len(page))
+            found.update(Digest(k) for (k,) in self._db.fetch(self._sql_among(size), tuple(page)))
+        return found
+
+    def _sql_among(self, size: int) -> str:
+        compiled: dict[int, str] = self.__dict__.setdefault("_sql_among_sizes", {})
+        sql = compiled.get(size)
+        if sql is None:
+            keys = sa.bindparam("keys", value=["0"] * size, type_=sa.String, expanding=True)
+            stmt = self._keys().where(self._table.c.key.in_(keys))
+            text = stmt.compile(
+                dialect=self._db.engine.dialect, compile_kwargs={"render_postcompile": True}
+            )
+            sql = compiled[size] = str(text)
+        return sql
 
     def _candidates(self, prefix: str, limit: int) -> builtins.list[Digest]:
         # hex sorts below "g", so the keys with the prefix are the range [prefix, prefix + "g");
@@ -175,6 +207,23 @@ class SqlBackend(SqlStore):
             cursor.execute(self._sql_trim, (key, count))  # a longer old value's tail
 
         self._db.write(work)
+
+    def _put_many(self, items: builtins.list[tuple[Digest, Any]]) -> None:
+        """Many values in one transaction: their chunks, then the tails of longer old values,
+        each kind in one ``executemany``."""
+        rows, tails, written = [], [], time.time()
+        for key, value in items:  # serialised before the transaction begins
+            count = 0
+            for count, chunk in enumerate(_chunks(self.codec.dumps(key, value), CHUNK_SIZE), 1):
+                rows.append((key, count - 1, chunk, written))
+            tails.append((key, count))
+
+        def work(cursor: Any) -> None:
+            cursor.executemany(self._sql_put, rows)
+            cursor.executemany(self._sql_trim, tails)
+
+        if rows:
+            self._db.write(work)
 
     def _get(self, key: Digest) -> Any:
         # one statement for a value of one chunk; a larger one is read again, chunk group by
@@ -271,7 +320,10 @@ class SqlCallBackend(SqlStore):
         self._sql_argue = sql(argument, "call_key", "name", "digest")
         self._sql_queries: dict[QueryShape, tuple[str, tuple[str, ...]]] = {}
 
-    def _put(self, key: Digest, call: Any) -> None:
+    def _row(
+        self, key: Digest, call: Any
+    ) -> tuple[tuple[Any, ...], builtins.list[tuple[Any, ...]]]:
+        """The ``calls`` row of a record and its ``arguments`` rows."""
         record = call.digested()
         data = dump_record(key, record.to_record())  # magic, checksum, JSON
         created = (record.metadata.get("fleche") or {}).get("created", time.time())
@@ -287,7 +339,10 @@ class SqlCallBackend(SqlStore):
             _signed(record_checksum(key, data[12:])),
         )
         arguments = {clip(n): d for n, d in record.arguments.items()}
-        rows = [(key, n, d) for n, d in arguments.items()]
+        return row, [(key, n, d) for n, d in arguments.items()]
+
+    def _put(self, key: Digest, call: Any) -> None:
+        row, rows = self._row(key, call)
 
         def work(cursor: Any) -> None:
             cursor.execute(self._sql_put, row)
@@ -296,6 +351,23 @@ class SqlCallBackend(SqlStore):
                 cursor.executemany(self._sql_argue, rows)
 
         self._db.write(work)
+
+    def _put_many(self, items: builtins.list[tuple[Digest, DigestedCall]]) -> None:
+        """Many records in one transaction: each statement of ``_put`` once, in ``executemany``."""
+        records, arguments = [], []
+        for key, call in items:
+            row, rows = self._row(key, call)
+            records.append(row)
+            arguments += rows
+
+        def work(cursor: Any) -> None:
+            cursor.executemany(self._sql_put, records)
+            cursor.executemany(self._sql_unargue, [(row[0],) for row in records])
+            if arguments:
+                cursor.executemany(self._sql_argue, arguments)
+
+        if records:
+            self._db.write(work)
 
     def _decode(self, key: str, record: str, checksum: int) -> DigestedCall:
         """The record of a row, after checking its checksum; ``IntegrityError`` if it fails."""
@@ -354,17 +426,48 @@ class SqlCallBackend(SqlStore):
             self._db, self.tables.calls.name, key, self.lock_timeout
         )
 
+    def _lock_table(self) -> LockTable:
+        # an SQLite file's byte locks belong to the process: its threads must share one table
+        lock_dir = self._db.lock_dir
+        if lock_dir is None:
+            return PerKeyLockMixin._lock_table(self)  # type: ignore[arg-type]
+        return shared_lock_table(f"{lock_dir}/{self.tables.calls.name}")
+
+    def _try_process_locks(self, keys: builtins.list[str]) -> dict[str, Any]:
+        return self.options.dialect.process_locks_nowait(
+            self._db, self.tables.calls.name, keys, self.lock_timeout
+        )
+
+    def _release_process_locks(self, locks: builtins.list[Any]) -> None:
+        self.options.dialect.release_process_locks(self._db, locks)
+
 
 class ValueSql(ValueMixin, PerKeyLockMixin, SqlBackend):
     """Values in an SQL database."""
 
+    def _save_many(self, items: builtins.list[tuple[Digest, Any]]) -> None:
+        """Many values at once, those whose key another thread is writing one by one after."""
+        with self._holding(key for key, _ in items) as held:
+            self._put_many([(check_key(k), v) for k, v in items if k in held])
+        for key, value in items:
+            if key not in held:
+                self.save(value, key)
+
 
 class CallSql(CallMixin, PerKeyLockMixin, SqlCallBackend):
     """Call records in an SQL database. The mixins sit left of the backend, so its indexed
-    ``query`` and its cross-process lock are named here, lest the scan and the no-op win."""
+    ``query``, its bulk write and its cross-process locks are named here, lest the scan and the
+    no-ops win."""
 
     query = SqlCallBackend.query
     _process_lock = SqlCallBackend._process_lock
+    _lock_table = SqlCallBackend._lock_table
+    _try_process_locks = SqlCallBackend._try_process_locks
+    _release_process_locks = SqlCallBackend._release_process_locks
+
+    def _save_many(self, items: builtins.list[tuple[Digest, DigestedCall]]) -> None:
+        """Many records in one transaction; the caller holds their keys (``_holding``)."""
+        self._put_many([(check_key(key), record) for key, record in items])
 
 
 Sql = CallSql

@@ -3,7 +3,7 @@
 The SQL storage has one code path; everything a dialect changes lives here: the driver and its
 default, engine options, connection setup (SQLite pragmas, autocommit on the hot-path connections),
 column types, the upsert statement, how a write transaction begins, and the locks: the per-key
-cross-process lock (``pg_advisory_lock``, ``GET_LOCK``, a ``filelock`` next to an SQLite file) and
+cross-process lock (``pg_advisory_lock``, ``GET_LOCK``, a byte of a lock file next to an SQLite file) and
 the lock that serialises schema creation and upgrades.
 """
 
@@ -21,6 +21,8 @@ import xxhash
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from ..errors import ConfigError, LockTimeoutError, MissingDependencyError
+from ._files import range_lock
+from .base import pause_batches
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
@@ -110,6 +112,28 @@ class Dialect:
         """The cross-process lock of ``key`` in the key space ``space`` (a table), or None."""
         return None
 
+    def process_locks_nowait(self, db: Any, space: str, keys: list[str], timeout: float
+                             ) -> dict[str, Any]:  # fmt: skip
+        """The locks of ``keys`` that nobody holds, taken without waiting: key -> entered lock
+        (None where there is none to take). One by one here; servers may take many at once."""
+        taken: dict[str, Any] = {}
+        for key in keys:
+            lock = self.process_lock(db, space, key, timeout)
+            if lock is None or lock.try_enter():
+                taken[key] = lock
+        return taken
+
+    def release_process_locks(self, db: Any, locks: list[Any]) -> None:
+        """Release locks :meth:`process_locks_nowait` took."""
+        failed: BaseException | None = None
+        for lock in locks:
+            try:
+                lock.__exit__(None, None, None)
+            except BaseException as e:  # release the others, then tell
+                failed = failed or e
+        if failed is not None:
+            raise failed
+
     def schema_lock(self, conn: sa.Connection, space: str) -> AbstractContextManager[Any]:
         """Serialises schema creation and upgrades between processes (inside a transaction)."""
         raise NotImplementedError
@@ -176,7 +200,9 @@ class SqliteDialect(Dialect):
     def process_lock(self, db: Any, space: str, key: str, timeout: float) -> Any:
         if db.lock_dir is None:  # in memory: no other process can see this database
             return None
-        return _FileLock(db.lock_dir / f"{key}.lock", timeout)
+        # one byte of one file per table (``_files.RangeLock``): no file is left per key; the
+        # thread-level table is shared by the storages of the database (``CallSql._lock_table``)
+        return range_lock(f"{db.lock_dir}/{space}.lock", key, timeout)
 
     def schema_lock(self, conn: sa.Connection, space: str) -> AbstractContextManager[Any]:
         # the transaction began with BEGIN IMMEDIATE (see ``_begin``): it holds the write lock
@@ -194,6 +220,28 @@ class PostgresDialect(Dialect):
 
     def process_lock(self, db: Any, space: str, key: str, timeout: float) -> Any:
         return _AdvisoryLock(db, _bigint(f"{space}:{key}"), timeout)
+
+    def process_locks_nowait(self, db: Any, space: str, keys: list[str], timeout: float
+                             ) -> dict[str, Any]:  # fmt: skip
+        """Every free key's advisory lock in one round trip (``pg_try_advisory_lock``)."""
+        locks = {key: _AdvisoryLock(db, _bigint(f"{space}:{key}"), timeout) for key in keys}
+        ids = [lock.lock_id for lock in locks.values()]
+        rows = _on_lock_connection(
+            db, "SELECT id, pg_try_advisory_lock(id) FROM unnest(%s::bigint[]) AS id", (ids,)
+        )
+        got = {lock_id for lock_id, ok in rows if ok}
+        return {key: lock for key, lock in locks.items() if lock.lock_id in got}
+
+    def release_process_locks(self, db: Any, locks: list[Any]) -> None:
+        """Every lock in one round trip (``pg_advisory_unlock``)."""
+        ids = [lock.lock_id for lock in locks]
+        try:
+            _on_lock_connection(
+                db, "SELECT pg_advisory_unlock(id) FROM unnest(%s::bigint[]) AS id", (ids,)
+            )
+        except Exception as e:  # the session is gone, and its locks with it
+            log.warning("could not release %d advisory locks: %s", len(ids), e)
+            db.drop_lock_connection()
 
     def schema_lock(self, conn: sa.Connection, space: str) -> AbstractContextManager[Any]:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_bigint(f"{space}:schema"))))
@@ -273,42 +321,38 @@ class _Nothing:
         return None
 
 
-class _FileLock:
-    """A ``filelock`` lock file per key; the kernel frees it when its holder dies."""
-
-    __slots__ = ("lock", "timeout")
-
-    def __init__(self, path: Path, timeout: float) -> None:
-        import filelock
-
-        # one instance per path in the process (reentrant for its thread), so two storage objects
-        # on one database nesting the same key in one thread do not wait for themselves
-        self.lock = filelock.FileLock(path, is_singleton=True)
-        self.timeout = timeout
-
-    def __enter__(self) -> None:
-        import filelock
-
+def _on_lock_connection(db: Any, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    """Rows of ``sql`` on the thread's lock connection, replaced once if found dead."""
+    for attempt in (0, 1):
+        cursor = db.lock_connection().cursor
         try:
-            self.lock.acquire(timeout=self.timeout)
-        except filelock.Timeout:
-            raise LockTimeoutError(
-                f"gave up waiting {self.timeout:g}s for the lock file {self.lock.lock_file}"
-            ) from None
-
-    def __exit__(self, *exc: object) -> None:
-        self.lock.release()
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
+        except Exception as e:
+            db.drop_lock_connection()
+            if attempt or not isinstance(e, db.transient):
+                raise
+    raise AssertionError("unreachable")
 
 
 class _AdvisoryLock:
     """``pg_advisory_lock`` on the thread's lock connection; ``lock_timeout`` bounds the wait."""
 
     __slots__ = ("db", "lock_id", "timeout")
+    pauses_batches = True  # it calls ``pause_batches`` before it waits (see ``locking``)
 
     def __init__(self, db: Any, lock_id: int, timeout: float) -> None:
         self.db, self.lock_id, self.timeout = db, lock_id, timeout
 
+    def try_enter(self) -> bool:
+        """Take the lock if nobody holds it, without waiting; True when taken."""
+        sql = "SELECT pg_try_advisory_lock(%s)"
+        return bool(_on_lock_connection(self.db, sql, (self.lock_id,))[0][0])
+
     def __enter__(self) -> None:
+        if self.try_enter():
+            return
+        pause_batches()
         for attempt in (0, 1):  # a lock connection found dead is replaced once
             holder = self.db.lock_connection()
             cursor = holder.cursor
@@ -344,11 +388,19 @@ class _NamedLock:
     """``GET_LOCK`` on the thread's lock connection (MariaDB nests them per session)."""
 
     __slots__ = ("db", "name", "timeout")
+    pauses_batches = True  # it calls ``pause_batches`` before it waits (see ``locking``)
 
     def __init__(self, db: Any, name: str, timeout: float) -> None:
         self.db, self.name, self.timeout = db, name, timeout
 
+    def try_enter(self) -> bool:
+        """Take the lock if nobody holds it, without waiting; True when taken."""
+        return _on_lock_connection(self.db, "SELECT GET_LOCK(%s, 0)", (self.name,))[0][0] == 1
+
     def __enter__(self) -> None:
+        if self.try_enter():
+            return
+        pause_batches()
         for attempt in (0, 1):  # a lock connection found dead is replaced once
             cursor = self.db.lock_connection().cursor
             try:

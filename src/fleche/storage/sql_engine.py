@@ -4,7 +4,8 @@ SQLAlchemy owns the engine (one per server URL in a process, shared by every sto
 its pool and dialect. The hot path bypasses its statement machinery: statements are compiled once
 into the driver's positional paramstyle (``compile``) and run on the driver's own connection, taken
 from the engine (``raw_connection``), detached from the pool and kept per thread in autocommit, so a
-read is one driver call. Writes run there too, each in one transaction, and so do the reads of
+read is one driver call. Writes run there too, each in one transaction (or, in a batch, all in the
+batch's transaction, see ``_Batch``), and so do the reads of
 several statements, each in one snapshot. Advisory locks use one more
 connection per thread, so nested locks never drain the pool. After ``fork`` the child drops the
 parent's connections without closing them (that would close the parent's sessions) and opens its own.
@@ -22,7 +23,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
-from ..errors import ConfigError, StorageError
+from ..errors import ConfigError, SaveError, StorageError
+from .base import NULL_CONTEXT, BatchScope
 from .sql_dialects import Dialect, dialect_for, lock_directory
 
 __all__ = ["Database", "SqlOptions", "compile_named", "compile_positional", "database_for"]
@@ -119,6 +121,39 @@ class _Connection:
 _orphans: list[Any] = []  # connections inherited through fork: kept, never used, never closed
 
 
+class _Batch(BatchScope):
+    """One thread's batch on a server: its writes share one transaction on the thread's hot-path
+    connection, begun by the first write and committed when the outermost block ends, or sooner
+    by ``pause``. A statement that fails in it rolls the whole transaction back (a server aborts
+    it anyway); if earlier writes were lost so, the batch raises ``SaveError`` when it ends, even
+    if the caller caught the first error."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__()
+        self.db, self.open, self.written = db, False, 0
+        self.failed: BaseException | None = None
+
+    def pause(self) -> None:
+        if self.open:
+            self.db._end_batch(self, commit=True)
+
+    def finish(self, ok: bool) -> None:
+        failed, self.failed = self.failed, None
+        if self.open:
+            self.db._end_batch(self, commit=ok and failed is None)
+        if failed is not None and ok:
+            raise SaveError(
+                f"{self.db.dialect.name}: a write in a batch failed ({type(failed).__name__}: "
+                f"{failed}); the batch's writes not committed before it were rolled back"
+            ) from failed
+
+    def lost(self, error: BaseException) -> None:
+        """The transaction failed: it is rolled back, and remembered if it held writes."""
+        if self.written:
+            self.failed = self.failed or error
+        self.open, self.written = False, 0
+
+
 class Database:
     """One engine per server URL in a process, with the hot path's and the locks' connections."""
 
@@ -167,20 +202,85 @@ class Database:
                 cursor.execute(sql, params)
                 return list(cursor.fetchall())
             except self.transient as e:
+                self._batch_lost(cursor, e)
                 self._drop()
                 if attempt:
                     raise StorageError(f"{self.dialect.name}: read failed: {e}") from e
             except self.error as e:
+                self._batch_lost(cursor, e)
                 raise StorageError(f"{self.dialect.name}: read failed: {e}") from e
         raise AssertionError("unreachable")
 
     def write(self, work: Callable[[Any], T]) -> T:
-        """Run ``work(cursor)`` in one transaction, once more if the connection broke."""
+        """Run ``work(cursor)`` in one transaction, once more if the connection broke; in an
+        open batch, in the batch's transaction."""
+        batch = getattr(self._local, "batch", None)
+        if batch is not None and batch.depth:
+            return self._in_batch(batch, work, "write")
         return self._transaction((self.dialect.begin,), work, "write")
 
     def read(self, work: Callable[[Any], T]) -> T:
-        """Run ``work(cursor)`` in one read-only transaction that sees one snapshot."""
+        """Run ``work(cursor)`` in one read-only transaction that sees one snapshot (in an open
+        batch, in the batch's transaction, which sees the batch's writes)."""
+        batch = getattr(self._local, "batch", None)
+        if batch is not None and batch.open:
+            return self._in_batch(batch, work, "read")
         return self._transaction(self.dialect.snapshot, work, "read")
+
+    # --- batches ----------------------------------------------------------------------------------
+    def batch(self) -> AbstractContextManager[Any]:
+        """This thread's batch (see :meth:`OperationContext.batch`)."""
+        batch = getattr(self._local, "batch", None)
+        if batch is None:
+            batch = self._local.batch = _Batch(self)
+        return batch
+
+    def _in_batch(self, batch: _Batch, work: Callable[[Any], T], what: str) -> T:
+        if not batch.open:
+            self._begin_batch()
+            batch.open = True
+        cursor = self._connection().cursor
+        try:
+            result = work(cursor)
+        except BaseException as e:
+            self._abort(cursor)
+            batch.lost(e)
+            if isinstance(e, self.error):
+                raise StorageError(f"{self.dialect.name}: {what} failed: {e}") from e
+            raise
+        batch.written += what == "write"
+        return result
+
+    def _begin_batch(self) -> None:
+        for attempt in (0, 1):  # nothing of the batch is lost yet: a broken connection is replaced
+            try:
+                self._connection().cursor.execute(self.dialect.begin)
+                return
+            except self.transient as e:
+                self._drop()
+                if attempt:
+                    raise StorageError(f"{self.dialect.name}: write failed: {e}") from e
+            except self.error as e:
+                raise StorageError(f"{self.dialect.name}: write failed: {e}") from e
+
+    def _end_batch(self, batch: _Batch, *, commit: bool) -> None:
+        cursor = self._connection().cursor
+        batch.open, batch.written = False, 0
+        if not commit:
+            self._abort(cursor)
+            return
+        try:
+            cursor.execute("COMMIT")
+        except self.error as e:
+            self._abort(cursor)
+            raise SaveError(f"{self.dialect.name}: commit failed: {e}") from e
+
+    def _batch_lost(self, cursor: Any, error: BaseException) -> None:
+        """A statement failed inside this thread's open batch: its transaction is gone."""
+        batch = getattr(self._local, "batch", None)
+        if batch is not None and batch.open:
+            self._abort(cursor)
+            batch.lost(error)
 
     def _transaction(self, begin: tuple[str, ...], work: Callable[[Any], T], what: str) -> T:
         for attempt in (0, 1):
@@ -251,6 +351,9 @@ class _MemoryDatabase(Database):
     def fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         with self.serial:
             return super().fetch(sql, params)
+
+    def batch(self) -> AbstractContextManager[Any]:
+        return NULL_CONTEXT  # one connection for every thread: a batch would hold it for them all
 
     def _transaction(self, begin: tuple[str, ...], work: Callable[[Any], T], what: str) -> T:
         with self.serial:
