@@ -239,3 +239,25 @@ def test_a_batch_never_waits_for_a_key_another_process_holds(harness) -> None:
         child.join(30)
     assert child.exitcode == 0
     assert target.contains(key_a) and target.load(key_k).result == "k"
+
+
+def test_transfer_waits_for_a_key_another_thread_holds_and_stores_the_rest_first(harness) -> None:
+    source, keys = memory_with(["r0", "r1", "r2"])
+    target = harness.cache()
+    holding, order = threading.Event(), []
+
+    def computing() -> None:
+        with target._operation_context(keys[1], intent=Intent.COMPUTE):
+            holding.set()
+            time.sleep(0.3)
+            order.append(("released", target.contains(keys[0]), target.contains(keys[2])))
+
+    worker = threading.Thread(target=computing)
+    worker.start()
+    holding.wait(10)
+    assert source.transfer(target) == 3
+    worker.join(10)
+    # the free keys were committed before the transfer waited for the held one
+    assert order == [("released", True, True)]
+    assert [target.load(k).result for k in keys] == ["r0", "r1", "r2"]
+    check_consistent(target)

@@ -17,6 +17,9 @@
   cross-process lock: they are content-addressed, so two writers of one key write the same bytes,
   and each write is atomic.
 - ``P:meta``: the digest scheme version; a prefix written with another raises ``ConfigError``.
+- Bulk writes (``transfer``): a batch's values go in one MULTI/EXEC, its records as their scripts in
+  one pipeline, and its call-key locks are taken and released in one pipeline each. ``batch()``
+  itself changes nothing here: each write is already one atomic round trip.
 
 Expiry (``ttl=``): records and values are written with ``PX``, so Redis itself deletes them on time,
 with no sweeper to run. A set member cannot expire by itself, so index entries outlive their entry
@@ -37,7 +40,9 @@ off it. After ``fork`` the child resets the pool and drops the parent's lock lea
 
 from __future__ import annotations
 
+import builtins
 import importlib
+import json
 import logging
 import os
 import random
@@ -50,6 +55,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._urls import masked
 from ..caches import Cache
+from ..call import DigestedCall
 from ..digest import SCHEME_VERSION, Digest
 from ..errors import (
     ConfigError,
@@ -58,11 +64,11 @@ from ..errors import (
     MissingDependencyError,
     StorageError,
 )
-from .base import CallMixin, StorageBackend, UrlIdentity, ValueMixin, check_key
+from .base import CallMixin, StorageBackend, UrlIdentity, ValueMixin, check_key, pause_batches
 from .locking import DEFAULT_LOCK_TIMEOUT, PerKeyLockMixin
-from .redis_index import PUT_CALL, REMOVE, CallIndexMixin, SortedIndexMixin
+from .redis_index import PUT_CALL, REMOVE, CallIndexMixin, SortedIndexMixin, record_sets
 from .redis_pieces import COMMIT, LARGE, read_frame, write_pieces
-from .serialize import Codec
+from .serialize import Codec, dump_record
 
 __all__ = [
     "CallRedis",
@@ -232,13 +238,28 @@ class RedisLock:
     """The cross-process lock of one key: ``SET name token NX PX lease``, heartbeat, safe release."""
 
     __slots__ = ("conn", "lease_ms", "name", "timeout", "token")
+    pauses_batches = True  # it calls ``pause_batches`` before it waits (see ``locking``)
 
     def __init__(self, conn: RedisConnection, name: str, lease: float, timeout: float) -> None:
         self.conn, self.name, self.timeout = conn, name, timeout
         self.lease_ms = max(1, round(lease * 1000))
         self.token = os.urandom(16).hex()
 
+    def try_enter(self) -> bool:
+        """Take the lock if nobody holds it, without waiting; True when taken."""
+        if not self.conn.client.set(self.name, self.token, nx=True, px=self.lease_ms):
+            return False
+        self.held()
+        return True
+
+    def held(self) -> None:
+        """The lock was just taken: keep its lease renewed while it is held."""
+        self.conn.heartbeat.hold(self.name, self.token, self.lease_ms)
+
     def __enter__(self) -> None:
+        if self.try_enter():
+            return
+        pause_batches()
         client = self.conn.client
         deadline = time.monotonic() + self.timeout
         pause = 0.001
@@ -388,6 +409,31 @@ class RedisBackend(UrlIdentity, SortedIndexMixin, StorageBackend):
         pipe.hset(written, key, repr(time.time()))
         pipe.execute()
 
+    def _put_many(self, items: builtins.list[tuple[Digest, Any]]) -> None:
+        """Many values in one MULTI/EXEC (a large one is written on its own, as ``_put`` does)."""
+        pipe = self._conn.client.pipeline(transaction=True)
+        small = []
+        for key, value in items:
+            parts = self.codec.dumps(key, value)
+            if sum(memoryview(part).nbytes for part in parts) > LARGE:
+                self._put(key, value)
+                continue
+            pipe.set(self._space + key, b"".join(parts), px=self._ttl_ms)
+            small.append(key)
+        if small:
+            now = repr(time.time())
+            pipe.zadd(self._index, dict.fromkeys(small, 0))
+            pipe.hset(self._space + "written", mapping=dict.fromkeys(small, now))
+            pipe.execute()
+
+    def _contains_many(self, keys: builtins.list[Digest]) -> set[Digest]:
+        """The stored ones among ``keys``: their EXISTS in one pipeline."""
+        keys = [check_key(k) for k in keys]
+        pipe = self._conn.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.exists(self._space + key)
+        return {key for key, found in zip(keys, pipe.execute(), strict=True) if found}
+
     def _get(self, key: Digest) -> Any:
         name = self._space + key
         data: bytes | bytearray | None = self._conn.get(name, LARGE + 1)
@@ -433,17 +479,72 @@ class RedisCallBackend(CallIndexMixin, RedisBackend):
     def _process_lock(self, key: str) -> RedisLock:
         return RedisLock(self._conn, f"{self._space}lock:{key}", self.lease, self.lock_timeout)
 
+    def _try_process_locks(self, keys: builtins.list[str]) -> dict[str, Any]:
+        """Every free key's lock in one pipeline of ``SET NX PX``."""
+        locks = {key: self._process_lock(key) for key in keys}
+        pipe = self._conn.client.pipeline(transaction=False)
+        for lock in locks.values():
+            pipe.set(lock.name, lock.token, nx=True, px=lock.lease_ms)
+        taken = {}
+        for (key, lock), ok in zip(locks.items(), pipe.execute(), strict=True):
+            if ok:
+                lock.held()
+                taken[key] = lock
+        return taken
+
+    def _release_process_locks(self, locks: builtins.list[Any]) -> None:
+        """Every lock in one pipeline (each released only by its holder, as ``RedisLock``)."""
+        pipe = self._conn.client.pipeline(transaction=False)
+        for lock in locks:
+            self._conn.heartbeat.drop(lock.name)
+            self._conn.release(keys=[lock.name], args=[lock.token], client=pipe)
+        lost = [lock.name for lock, ok in zip(locks, pipe.execute(), strict=True) if not ok]
+        if lost:
+            log.warning("%d Redis locks expired while held, %s first", len(lost), lost[0])
+
+    def _put_many(self, items: builtins.list[tuple[Digest, Any]]) -> None:
+        """Many records: their ``PUT_CALL`` scripts in one pipeline (each atomic, as ``_put``)."""
+        pipe = self._conn.client.pipeline(transaction=False)
+        for key, record in items:
+            sets = record_sets(self._space, record)
+            self._conn.put_call(
+                keys=[self._space + key, self._index, f"{self._space}x:{key}", *sets],
+                args=[
+                    key,
+                    dump_record(key, record.to_record()),
+                    self._ttl_ms or 0,
+                    json.dumps(sets),
+                ],
+                client=pipe,
+            )
+        pipe.execute()
+
 
 class ValueRedis(ValueMixin, PerKeyLockMixin, RedisBackend):
     """Values in Redis."""
 
+    def _save_many(self, items: builtins.list[tuple[Digest, Any]]) -> None:
+        """Many values in one round trip, those whose key another thread is writing after."""
+        with self._holding(key for key, _ in items) as held:
+            self._put_many([(check_key(k), v) for k, v in items if k in held])
+        for key, value in items:
+            if key not in held:
+                self.save(value, key)
+
 
 class CallRedis(CallMixin, PerKeyLockMixin, RedisCallBackend):
-    """Call records in Redis. The mixins sit left of the backend, so its index-backed ``query``
-    and its cross-process lock are named here, lest ``CallMixin``'s scan and the mixin's no-op win."""
+    """Call records in Redis. The mixins sit left of the backend, so its index-backed ``query``,
+    its bulk write and its cross-process locks are named here, lest ``CallMixin``'s scan and the
+    mixin's no-ops win."""
 
     query = RedisCallBackend.query
     _process_lock = RedisCallBackend._process_lock
+    _try_process_locks = RedisCallBackend._try_process_locks
+    _release_process_locks = RedisCallBackend._release_process_locks
+
+    def _save_many(self, items: builtins.list[tuple[Digest, DigestedCall]]) -> None:
+        """Many records in one round trip; the caller holds their keys (``_holding``)."""
+        self._put_many([(check_key(key), record) for key, record in items])
 
 
 def cache_from_url(url: str) -> Cache:
