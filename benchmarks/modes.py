@@ -17,6 +17,7 @@ class Mode:
     array_mb: int  # W3, W4: size of the array (MiB)
     big_repeats: int  # W3, W4: timed runs (each moves array_mb)
     scale: tuple[int, ...]  # W5, W8: stored calls at which hits are timed
+    subject_scale: dict[str, tuple[int, ...]]  # W5, W8: the subjects filled to other sizes
     probes: int  # W5: stored keys hit per run
     slow_keys: int  # W6: keys both processes ask for
     slow_seconds: float  # W6: time one body takes
@@ -25,6 +26,7 @@ class Mode:
     scale_peers: tuple[str, ...]  # W5: the peers filled to the largest size in this mode
     digest_mb: int  # memory: size of the array digested
     fill_budget: float  # W5, W8: seconds one subject may spend filling before larger sizes are left
+    query_budget: float  # W8: seconds of runs per figure (at least three runs)
     timeout: float  # seconds one worker may take before it is killed and reported
 
     def as_dict(self) -> dict[str, Any]:
@@ -40,6 +42,7 @@ MODES = {
         array_mb=1,
         big_repeats=2,
         scale=(50, 200),
+        subject_scale={},
         probes=20,
         slow_keys=3,
         slow_seconds=0.02,
@@ -48,6 +51,7 @@ MODES = {
         scale_peers=("lru_cache", "cachetools", "joblib", "diskcache", "cachier"),
         digest_mb=4,
         fill_budget=20,
+        query_budget=0.1,
         timeout=60,
     ),
     "quick": Mode(
@@ -58,6 +62,9 @@ MODES = {
         array_mb=100,
         big_repeats=3,
         scale=(1000, 10_000),
+        # the default backend to the size its targets name (about 30 s); --full takes every
+        # backend there (30 s of fill each, 80 s on files: too much for this mode's 5 minutes)
+        subject_scale={"fleche-embedded": (1000, 10_000, 100_000)},
         probes=1000,
         slow_keys=40,
         slow_seconds=0.03,
@@ -66,7 +73,8 @@ MODES = {
         # joblib and cachier take 15 s and 45 s to store 10,000 calls here: --full only
         scale_peers=("lru_cache", "cachetools", "diskcache"),
         digest_mb=1024,
-        fill_budget=25,
+        fill_budget=60,
+        query_budget=0.3,
         timeout=180,
     ),
     "full": Mode(
@@ -77,6 +85,7 @@ MODES = {
         array_mb=100,
         big_repeats=9,
         scale=(1000, 10_000, 100_000),
+        subject_scale={},
         probes=1000,
         slow_keys=40,
         slow_seconds=0.05,
@@ -85,6 +94,7 @@ MODES = {
         scale_peers=("lru_cache", "cachetools", "joblib", "diskcache", "cachier"),
         digest_mb=1024,
         fill_budget=1800,
+        query_budget=1.0,
         timeout=3600,
     ),
 }

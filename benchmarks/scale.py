@@ -36,12 +36,13 @@ def hits(f: Any, stored: int, mode: Mode) -> dict[str, Any]:
     return per_call(run, mode.repeats)
 
 
-def queries(subject: FlecheSubject, f: Any, stored: int) -> dict[str, Any]:
-    """W8: query by one argument (1 match and 1% matches), expand and shrink a key."""
+def queries(subject: FlecheSubject, f: Any, stored: int, mode: Mode) -> dict[str, Any]:
+    """W8: query by one argument (1 match and 1% matches), expand and shrink a key; each figure
+    is the median of the runs that fit in ``mode.query_budget`` seconds (at least three)."""
     pick = random.Random(-stored).sample(range(stored), 20)
     keys = [f.digest(i, bodies.group(i)) for i in pick]
     cache = subject.cache
-    budget = 1.0 if stored <= 10_000 else 2.0
+    budget = mode.query_budget
 
     rotation = iter(range(10**9))
 
@@ -84,7 +85,7 @@ def w5_scale(subject: Subject, mode: Mode, workloads: set[str]) -> dict[str, Any
     steps: list[dict[str, Any]] = []
     not_reached: list[dict[str, Any]] = []
     stored, spent = 0, 0.0
-    for size in mode.scale:
+    for size in mode.subject_scale.get(subject.name, mode.scale):
         if stored and spent / stored * (size - stored) + spent > mode.fill_budget:
             more = spent / stored * (size - stored)
             not_reached.append({
@@ -101,7 +102,7 @@ def w5_scale(subject: Subject, mode: Mode, workloads: set[str]) -> dict[str, Any
             step["footprint"] = subject.footprint()
             step["rss_added"] = current_rss() - rss_before
         if "W8" in workloads and isinstance(subject, FlecheSubject):
-            step.update(queries(subject, f, stored))
+            step.update(queries(subject, f, stored, mode))
         steps.append(step)
     result: dict[str, Any] = {"steps": steps}
     if not_reached:

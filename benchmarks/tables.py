@@ -54,15 +54,22 @@ def ratios(results: dict[str, Any]) -> str:
                 break
         for label, key in (("hit", "hit_us"), ("bytes on disk", "footprint")):
             for peer in ("diskcache", "joblib"):
-                row = [f"W5 {label} at {stored:,} stored ÷ {peer}"]
+                theirs = _largest(results, peer)
+                at = theirs["stored"] if theirs else stored  # compared at the peer's largest size
+                row = [f"W5 {label} at {at:,} stored ÷ {peer}"]
                 for s in backends:
-                    mine, theirs = _largest(results, s), _largest(results, peer)
-                    if mine and theirs and mine["stored"] != theirs["stored"]:
-                        row.append(f"— (filled to {mine['stored']:,})")
+                    mine, largest = _step_at(results, s, at), _largest(results, s)
+                    if theirs and mine is None and largest:
+                        row.append(f"— (filled to {largest['stored']:,})")
                         continue
                     row.append(ratio(*(_w5(x, key) for x in (mine, theirs))))
                 rows.append(row)
     return table(["fleche ÷ peer", *[s.removeprefix("fleche-") for s in backends]], rows)
+
+
+def _step_at(results: dict[str, Any], subject: str, stored: int) -> dict[str, Any] | None:
+    steps = get(results, "scale", subject, "steps") or []
+    return next((st for st in steps if st["stored"] == stored), None)
 
 
 def _w5(step: dict[str, Any] | None, key: str) -> float | None:
