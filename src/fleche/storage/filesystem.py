@@ -135,7 +135,7 @@ def check_layout(root: str, mode: int | None, kind: str = "file") -> None:
     """
     path = f"{root}/{LAYOUT_FILE}"
     try:
-        layout = json.loads(read_file(path))
+        layout = json.loads(bytes(read_file(path)))
     except FileNotFoundError:
         layout = {"fleche": kind, "digest_scheme": SCHEME_VERSION}
         try:
@@ -246,7 +246,7 @@ class FileBackend(StorageBackend):
     def _encode(self, key: Digest, value: Any) -> list[bytes | memoryview]:
         return self.codec.dumps(key, value)
 
-    def _decode(self, key: Digest, data: bytes | bytearray) -> Any:
+    def _decode(self, key: Digest, data: bytes | bytearray | memoryview) -> Any:
         return self.codec.loads(key, data)
 
     # --- primitives -------------------------------------------------------------------------
@@ -346,7 +346,7 @@ class CallFileBackend(FileBackend):
     def _encode(self, key: Digest, value: Any) -> list[bytes | memoryview]:
         return [dump_record(key, value.to_record())]
 
-    def _decode(self, key: Digest, data: bytes | bytearray) -> DigestedCall:
+    def _decode(self, key: Digest, data: bytes | bytearray | memoryview) -> DigestedCall:
         return DigestedCall.from_record(load_record(key, bytes(data)))
 
 
