@@ -64,7 +64,14 @@ def fleche_url(backend: str, workdir: Path, token: str) -> str:
 
 
 def directory_footprint(root: Path) -> dict[str, int]:
-    """Bytes (apparent and allocated) and number of files under ``root``."""
+    """Bytes (apparent and allocated) and number of files under ``root``, at rest.
+
+    Every SQLite database under ``root`` (fleche's embedded and sqlite stores, diskcache's) has
+    its WAL checkpointed and truncated first, as a clean close does: the WAL is a transient log
+    of the last commits (after a bulk fill, the whole last batch), already copied into the
+    database by the checkpoint that follows each commit. ``wal_folded`` says how many bytes of
+    WAL files were there before."""
+    folded = _fold_wal_files(root)
     files = apparent = allocated = 0
     for dirpath, _, names in os.walk(root):
         for name in names:
@@ -75,7 +82,24 @@ def directory_footprint(root: Path) -> dict[str, int]:
             files += 1
             apparent += st.st_size
             allocated += st.st_blocks * 512
-    return {"bytes": apparent, "allocated": allocated, "files": files}
+    return {"bytes": apparent, "allocated": allocated, "files": files, "wal_folded": folded}
+
+
+def _fold_wal_files(root: Path) -> int:
+    """Checkpoint (TRUNCATE) each SQLite database under ``root`` that has a WAL file; the WAL
+    bytes seen before."""
+    import sqlite3
+
+    seen = 0
+    for wal in root.rglob("*-wal"):
+        seen += wal.stat().st_size
+        database = wal.with_name(wal.name[: -len("-wal")])
+        connection = sqlite3.connect(database, timeout=10)
+        try:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            connection.close()
+    return seen
 
 
 class Subject:
