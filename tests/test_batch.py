@@ -15,6 +15,7 @@ from fleche.storage.base import Intent
 
 # the stores whose batches are transactions: an exception rolls back what a batch has not committed
 TRANSACTIONAL = {"embedded", "sqlite", "postgres", "mysql"}
+SHARED_BY_URL = {"embedded", "filesystem", "sqlite", "postgres", "mysql", "redis"}
 
 
 class Unpicklable:
@@ -187,9 +188,8 @@ def test_a_batch_never_waits_for_a_key_while_it_holds_the_store(harness) -> None
     assert target.contains(key_a) and target.load(key_k).result == "k"
 
 
+@pytest.mark.parametrize("harness", sorted(TRANSACTIONAL), indirect=True)  # the others: no rollback
 def test_a_write_failing_in_a_batch_after_changing_rows_rolls_it_back_and_says_so(harness) -> None:
-    if harness.name not in TRANSACTIONAL:
-        pytest.skip("only stores with transactions roll back")
     from fleche.caches import save_call
     from fleche.digest import digest
     from fleche.errors import UnstorableResultWarning
@@ -218,9 +218,8 @@ def _compute_then_store(url: str, go: Any, done: Any) -> None:
         target._store(key, record, [(record.arguments["x"], "k"), (record.result, "k")])
 
 
+@pytest.mark.parametrize("harness", sorted(SHARED_BY_URL), indirect=True)  # memory is per process
 def test_a_batch_never_waits_for_a_key_another_process_holds(harness) -> None:
-    if not hasattr(harness, "url"):
-        pytest.skip("no URL another process can open")
     import multiprocessing
 
     url = harness.url(lock_timeout=10)

@@ -266,7 +266,7 @@ class SizeLimitedCache(_Delegating):
             entries.append(_Entry(accessed, key, int(nbytes or 0), _digests(record)))
         live = {e.key for e in entries}
         for known in (self._touched, self._persisted):
-            for stale in [k for k in known if k not in live]:
+            for stale in [k for k in list(known) if k not in live]:  # a snapshot: hits add keys
                 known.pop(stale, None)
         return entries
 
