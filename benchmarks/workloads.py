@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -70,11 +71,12 @@ def _xxh3(buffer: Any) -> None:
     xxhash.xxh3_128(buffer).digest()
 
 
-def interleaved(runs: dict[str, Any], repeats: int, budget: float) -> dict[str, dict[str, Any]]:
+def interleaved(runs: dict[str, Any], repeats: int, budget: float,
+                settle: Any = None) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Seconds per run of each callable, taken in turn (so a change of load hits all alike).
 
     One untimed warm-up round, then rounds until ``repeats`` are done or ``budget`` seconds are
-    spent, with at least three rounds.
+    spent, with at least three rounds. ``settle``, when given, runs untimed before each run.
     """
     for run in runs.values():
         run()
@@ -84,6 +86,8 @@ def interleaved(runs: dict[str, Any], repeats: int, budget: float) -> dict[str, 
         if done >= 3 and time.perf_counter() > deadline:
             break
         for name, run in runs.items():
+            if settle is not None:
+                settle()
             start = time.perf_counter()
             run()
             samples[name].append(time.perf_counter() - start)
@@ -148,6 +152,9 @@ def w4_array_result(subject: Subject, mode: Mode) -> dict[str, Any]:
             },
             mode.big_repeats,
             15,
+            # every run, fleche's or numpy's, starts with no dirty pages left by the one before:
+            # otherwise a run pays for writing back the previous runs' 100 MiB files, at random
+            settle=os.sync,
         )
     return {
         "bytes": bodies.ARRAY.nbytes,
