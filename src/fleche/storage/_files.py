@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..digest import Digest
@@ -325,18 +325,7 @@ class KeyLock:
             os.close(fd)  # won a lock file its holder had just removed: take the new one
 
     def __enter__(self) -> None:
-        deadline = time.monotonic() + self.timeout
-        pause = 0.0005
-        while not self.try_enter():
-            if pause == 0.0005:
-                pause_batches()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise LockTimeoutError(
-                    f"gave up waiting {self.timeout:g}s for the lock file {self.path}"
-                )
-            time.sleep(min(pause, left))
-            pause = min(pause * 2, 0.05)
+        wait_for(self.try_enter, self.timeout, f"the lock file {self.path}")
 
     def __exit__(self, *exc: object) -> None:
         fd, self.fd = self.fd, None
@@ -414,24 +403,28 @@ class RangeLock:
         return True
 
     def __enter__(self) -> None:
-        deadline = time.monotonic() + self.timeout
-        pause = 0.0005
-        while not self.try_enter():
-            if pause == 0.0005:
-                pause_batches()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise LockTimeoutError(
-                    f"gave up waiting {self.timeout:g}s for the lock on {self.offset:x} in "
-                    f"{self.path}"
-                )
-            time.sleep(min(pause, left))
-            pause = min(pause * 2, 0.05)
+        wait_for(self.try_enter, self.timeout, f"the lock on {self.offset:x} in {self.path}")
 
     def __exit__(self, *exc: object) -> None:
         fd, self.fd = self.fd, None
         if fd is not None and self.pid == os.getpid():
             fcntl.lockf(fd, fcntl.LOCK_UN, 1, self.offset)
+
+
+def wait_for(try_enter: Callable[[], bool], timeout: float, what: str) -> None:
+    """Retry ``try_enter`` with backoff (0.5 ms doubling to 50 ms) until it succeeds, or raise
+    ``LockTimeoutError`` after ``timeout`` seconds. Before the first wait, the batches open in
+    this thread commit, so no batch holds the store's write lock while it waits (SPEC 4)."""
+    deadline = time.monotonic() + timeout
+    pause = 0.0005
+    while not try_enter():
+        if pause == 0.0005:
+            pause_batches()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise LockTimeoutError(f"gave up waiting {timeout:g}s for {what}")
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 0.05)
 
 
 def range_lock(path: str, key: str, timeout: float, mode: int | None = None) -> Any:

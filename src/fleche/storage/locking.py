@@ -19,14 +19,16 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from ..errors import LockTimeoutError
-from .base import Intent, OperationContext, batches_open, pause_batches
+from .base import Intent, OperationContext, batches_open, check_key, pause_batches
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
     "LockTable",
+    "ManyValuesMixin",
     "PerKeyLockMixin",
     "SerializingMixin",
     "current_owner",
+    "release_all",
 ]
 
 DEFAULT_LOCK_TIMEOUT = float(os.environ.get("FLECHE_LOCK_TIMEOUT", "600"))
@@ -311,6 +313,32 @@ class _HeldKeys:
         self._release()
 
 
+def release_all(locks: Iterable[Any]) -> None:
+    """Exit every entered lock in ``locks``, even when one fails; then raise the first failure."""
+    failed: BaseException | None = None
+    for lock in locks:
+        try:
+            lock.__exit__(None, None, None)
+        except BaseException as e:  # release the others, then tell
+            failed = failed or e
+    if failed is not None:
+        raise failed
+
+
+class ManyValuesMixin:
+    """``_save_many`` for value stores that write many rows in one go (``_put_many``): the keys
+    this thread can lock at once are written together; a key another owner is writing is saved
+    on its own afterwards, waiting for it as a single save would."""
+
+    def _save_many(self, items: list[tuple[Any, Any]]) -> None:
+        host: Any = self
+        with host._holding(key for key, _ in items) as held:
+            host._put_many([(check_key(key), value) for key, value in items if key in held])
+        for key, value in items:
+            if key not in held:
+                host.save(value, key)
+
+
 class PerKeyLockMixin(OperationContext):
     """One lock per key for WRITE and COMPUTE, so different keys proceed in parallel.
 
@@ -348,14 +376,7 @@ class PerKeyLockMixin(OperationContext):
 
     def _release_process_locks(self, locks: list[Any]) -> None:
         """Release locks :meth:`_try_process_locks` took (all of them, even when one fails)."""
-        failed: BaseException | None = None
-        for lock in locks:
-            try:
-                lock.__exit__(None, None, None)
-            except BaseException as e:  # release the others, then tell
-                failed = failed or e
-        if failed is not None:
-            raise failed
+        release_all(locks)
 
     def _operation_context(self, key: str, *, intent: Intent) -> AbstractContextManager[Any]:
         inner = super()._operation_context(key, intent=intent)

@@ -65,7 +65,7 @@ from ..errors import (
     StorageError,
 )
 from .base import CallMixin, StorageBackend, UrlIdentity, ValueMixin, check_key, pause_batches
-from .locking import DEFAULT_LOCK_TIMEOUT, PerKeyLockMixin
+from .locking import DEFAULT_LOCK_TIMEOUT, ManyValuesMixin, PerKeyLockMixin
 from .redis_index import PUT_CALL, REMOVE, CallIndexMixin, SortedIndexMixin, record_sets
 from .redis_pieces import COMMIT, LARGE, read_frame, write_pieces
 from .serialize import Codec, dump_record
@@ -520,16 +520,8 @@ class RedisCallBackend(CallIndexMixin, RedisBackend):
         pipe.execute()
 
 
-class ValueRedis(ValueMixin, PerKeyLockMixin, RedisBackend):
+class ValueRedis(ManyValuesMixin, ValueMixin, PerKeyLockMixin, RedisBackend):
     """Values in Redis."""
-
-    def _save_many(self, items: builtins.list[tuple[Digest, Any]]) -> None:
-        """Many values in one round trip, those whose key another thread is writing after."""
-        with self._holding(key for key, _ in items) as held:
-            self._put_many([(check_key(k), v) for k, v in items if k in held])
-        for key, value in items:
-            if key not in held:
-                self.save(value, key)
 
 
 class CallRedis(CallMixin, PerKeyLockMixin, RedisCallBackend):

@@ -32,7 +32,7 @@ from ..digest import Digest
 from ..errors import IntegrityError
 from .base import CallMixin, StorageBackend, UrlIdentity, ValueMixin, check_key
 from .filesystem import shared_lock_table
-from .locking import DEFAULT_LOCK_TIMEOUT, LockTable, PerKeyLockMixin
+from .locking import DEFAULT_LOCK_TIMEOUT, LockTable, ManyValuesMixin, PerKeyLockMixin
 from .serialize import Codec, check_record_digests, dump_record, record_checksum
 from .sql_engine import Database, SqlOptions, compile_named, compile_positional, database_for
 from .sql_schema import (
@@ -442,16 +442,8 @@ class SqlCallBackend(SqlStore):
         self.options.dialect.release_process_locks(self._db, locks)
 
 
-class ValueSql(ValueMixin, PerKeyLockMixin, SqlBackend):
+class ValueSql(ManyValuesMixin, ValueMixin, PerKeyLockMixin, SqlBackend):
     """Values in an SQL database."""
-
-    def _save_many(self, items: builtins.list[tuple[Digest, Any]]) -> None:
-        """Many values at once, those whose key another thread is writing one by one after."""
-        with self._holding(key for key, _ in items) as held:
-            self._put_many([(check_key(k), v) for k, v in items if k in held])
-        for key, value in items:
-            if key not in held:
-                self.save(value, key)
 
 
 class CallSql(CallMixin, PerKeyLockMixin, SqlCallBackend):

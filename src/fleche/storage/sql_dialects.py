@@ -23,6 +23,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from ..errors import ConfigError, LockTimeoutError, MissingDependencyError
 from ._files import range_lock
 from .base import pause_batches
+from .locking import release_all
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
@@ -125,14 +126,7 @@ class Dialect:
 
     def release_process_locks(self, db: Any, locks: list[Any]) -> None:
         """Release locks :meth:`process_locks_nowait` took."""
-        failed: BaseException | None = None
-        for lock in locks:
-            try:
-                lock.__exit__(None, None, None)
-            except BaseException as e:  # release the others, then tell
-                failed = failed or e
-        if failed is not None:
-            raise failed
+        release_all(locks)
 
     def schema_lock(self, conn: sa.Connection, space: str) -> AbstractContextManager[Any]:
         """Serialises schema creation and upgrades between processes (inside a transaction)."""
