@@ -12,7 +12,6 @@ import sys
 import textwrap
 import threading
 import time
-import tracemalloc
 import warnings
 from typing import Any
 
@@ -33,6 +32,7 @@ from fleche.storage.redis_pieces import LARGE
 from fleche.storage.serialize import Codec
 
 from ..backends.redis import RedisHarness
+from .held_once import save_and_load_traced
 
 pytestmark = pytest.mark.services
 
@@ -353,15 +353,7 @@ def test_a_large_array_is_held_once_while_stored_and_loaded(rh: RedisHarness) ->
     array = np.arange(4 * 1024 * 1024, dtype=np.float64)  # 32 MiB
     small = storage.load(storage.save(np.arange(4.0)))
     assert small.flags.writeable
-    tracemalloc.start()
-    try:
-        key = storage.save(array)
-        stored = tracemalloc.get_traced_memory()[1]
-        tracemalloc.reset_peak()
-        loaded = storage.load(key)
-        loaded_peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    stored, loaded_peak, loaded = save_and_load_traced(storage, array)
     assert stored < 0.25 * array.nbytes
     assert loaded_peak < 1.5 * array.nbytes
     assert loaded.flags.writeable and np.array_equal(loaded, array)

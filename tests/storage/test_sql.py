@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import tracemalloc
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +36,7 @@ from fleche.storage.sql_engine import Database, SqlOptions, database_for
 from fleche.storage.sql_schema import CHUNK_SIZE, SCHEMA_VERSION, Tables
 
 from ..backends import HARNESSES
+from .held_once import save_and_load_traced
 
 SQL_KINDS = ["sqlite", "postgres", "mysql"]
 
@@ -325,15 +325,7 @@ def test_a_large_array_is_held_once_while_stored_and_loaded(sql: Any) -> None:
     array = np.arange(4 * 1024 * 1024, dtype=np.float64)  # 32 MiB: a driver's per-chunk copies
     # (pymysql escapes a chunk into its query text) stay far below the whole frame
     values.save(np.zeros(4))  # connections opened, statements compiled
-    tracemalloc.start()
-    try:
-        key = values.save(array)
-        stored = tracemalloc.get_traced_memory()[1]
-        tracemalloc.reset_peak()
-        loaded = values.load(key)
-        loaded_peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    stored, loaded_peak, loaded = save_and_load_traced(values, array)
     assert stored < 0.5 * array.nbytes
     assert loaded_peak < 1.5 * array.nbytes
     assert loaded.flags.writeable and np.array_equal(loaded, array)
