@@ -260,3 +260,13 @@ def test_transfer_waits_for_a_key_another_thread_holds_and_stores_the_rest_first
     assert order == [("released", True, True)]
     assert [target.load(k).result for k in keys] == ["r0", "r1", "r2"]
     check_consistent(target)
+
+
+@pytest.mark.parametrize("size", [0, -5])
+def test_a_batch_size_below_one_is_refused_before_anything_is_copied(size: int) -> None:
+    source, target = cache_from_url("memory://"), cache_from_url("memory://")
+    fleche(cache=source)(lambda x: x * 2)(3)
+    assert source.query().count() == 1
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        source.transfer(target, batch_size=size)
+    assert target.query().count() == 0
