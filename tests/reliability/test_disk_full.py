@@ -2,7 +2,8 @@
 
 Files (filesystem and embedded default, each plain and ``durable``): ``ENOSPC`` and ``EIO`` are
 raised at write step 1, 2, 3, ... of a save through the write seam (``_files.FileOps``: open,
-write, fsync, close, rename, directory fsync) until a save no longer reaches the failing step.
+write, header write, fsync, close, rename, directory fsync) until a save no longer reaches the
+failing step, both with the checksum computed before the write and on a thread while writing.
 Count: every step of a new entry and of a rerun over an old entry, per errno, per backend and
 durability (CI and stress alike: the steps are what is counted).
 
@@ -29,6 +30,7 @@ import sqlalchemy as sa
 import fleche
 from fleche import fleche as cached
 from fleche.errors import CorruptEntryWarning, FlecheWarning, UnstorableResultWarning
+from fleche.storage import _files
 from fleche.storage._files import OPS, FileOps
 
 from ..backends import HARNESSES
@@ -66,6 +68,10 @@ class FailAt(FileOps):
     def write(self, fd: int, data: bytes | memoryview) -> None:
         self._tick("write")
         super().write(fd, data)
+
+    def write_at(self, fd: int, data: bytes, offset: int) -> None:
+        self._tick("write_at")
+        super().write_at(fd, data, offset)
 
     def fsync(self, fd: int) -> None:
         self._tick("fsync")
@@ -110,9 +116,16 @@ def temp_files(root: str) -> list[str]:
     return [n for _, _, names in os.walk(root) for n in names if n.endswith(".tmp")]
 
 
+@pytest.mark.parametrize(
+    "hashing", ["before", "while"], ids=["hash-then-write", "hash-while-writing"]
+)
 @pytest.mark.parametrize("durable", [False, True], ids=["plain", "durable"])
 @pytest.mark.parametrize("kind", ["filesystem", "embedded"])
-def test_a_failed_file_write_at_any_step_keeps_the_store_whole(kind, durable, tmp_path) -> None:
+def test_a_failed_file_write_at_any_step_keeps_the_store_whole(
+    kind, durable, hashing, tmp_path, monkeypatch
+) -> None:
+    if hashing == "while":  # the path of large values: checksum on a thread, header written last
+        monkeypatch.setattr(_files, "_HASH_WHILE_WRITING", 0)
     harness = HARNESSES[kind](tmp_path)
     store = harness.cache(**({"durable": 1} if durable else {}))
     root = store.values.root
@@ -150,7 +163,7 @@ def test_a_failed_file_write_at_any_step_keeps_the_store_whole(kind, durable, tm
                 else:
                     raise AssertionError("a save never ran out of steps")
     harness.close()
-    record(f"disk_full_files_{'durable' if durable else 'plain'}", kind, tallies)
+    record(f"disk_full_files_{'durable' if durable else 'plain'}_{hashing}", kind, tallies)
     assert tallies["warned"] > 0 and tallies["failures"] >= 8
 
 

@@ -21,6 +21,7 @@ from typing import Any
 from ..digest import Digest
 from ..errors import ConfigError, LockTimeoutError, SaveError
 from .base import pause_batches
+from .serialize import Frame
 
 try:
     import fcntl
@@ -41,6 +42,7 @@ __all__ = [
     "parse_mode",
     "read_file",
     "write_atomic",
+    "write_frame",
 ]
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,7 @@ log = logging.getLogger(__name__)
 _HEX = frozenset("0123456789abcdef")
 _SMALL_READ = 1 << 16  # files up to this size are read with one os.read (bytes)
 _HUGE_READ = 4 << 20  # files from this size on are read into memory backed by huge pages
+_HASH_WHILE_WRITING = 8 << 20  # frames from this size on are hashed on a thread as they are written
 _counter = itertools.count()  # temp-file names: pid + counter, unique without a random draw
 
 
@@ -119,6 +122,17 @@ class FileOps:
         while view:
             view = view[os.write(fd, view) :]
 
+    def write_at(self, fd: int, data: bytes, offset: int) -> None:
+        """Write all of ``data`` at ``offset`` (a header completed after the body was written)."""
+        view = memoryview(data)
+        while view:
+            if hasattr(os, "pwrite"):
+                written = os.pwrite(fd, view, offset)
+            else:  # Windows has no pwrite: seek, then write
+                os.lseek(fd, offset, os.SEEK_SET)
+                written = os.write(fd, view)
+            view, offset = view[written:], offset + written
+
     def fsync(self, fd: int) -> None:
         os.fsync(fd)
 
@@ -150,12 +164,15 @@ def write_atomic(
     durable: bool = False,
     mode: int | None = None,
     ops: FileOps = OPS,
+    header: Callable[[], bytes] | None = None,
 ) -> None:
     """Write ``parts`` in order to a temp file, then rename it over ``path``.
 
     A reader sees the old file or the whole new one, never a part. With ``durable`` the file and
-    its directory are fsynced. Raises ``SaveError`` (an ``OSError`` keeping the errno) on failure,
-    leaving no temp file; a failure of the final directory fsync leaves the complete new file.
+    its directory are fsynced. ``header``, when given, is called once every part is written, and
+    what it returns is written over the start of the file (a checksum known only then). Raises
+    ``SaveError`` (an ``OSError`` keeping the errno) on failure, leaving no temp file; a failure
+    of the final directory fsync leaves the complete new file.
     """
     try:
         try:
@@ -167,6 +184,8 @@ def write_atomic(
             try:
                 for part in parts:
                     ops.write(fd, part)
+                if header is not None:
+                    ops.write_at(fd, header(), 0)
                 if durable:
                     ops.fsync(fd)
             finally:
@@ -182,6 +201,28 @@ def write_atomic(
             ops.fsync_dir(os.path.dirname(path))
     except OSError as e:
         raise SaveError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
+
+
+def write_frame(
+    path: str,
+    frame: Frame,
+    *,
+    durable: bool = False,
+    mode: int | None = None,
+    ops: FileOps = OPS,
+) -> None:
+    """:func:`write_atomic` of a value frame. A large unsigned frame is checksummed on a helper
+    thread while its bytes are written, and its header goes in last: hashing and writing take
+    the time of the slower of the two, not of both (a 100 MB array: 6 ms of xxh3, 25 of write)."""
+    if frame.signed or frame.nbytes < _HASH_WHILE_WRITING:
+        write_atomic(path, frame.parts(), durable=durable, mode=mode, ops=ops)
+        return
+    checksum = frame.checksum_in_background()
+    try:
+        parts = [frame.head, *frame.body]  # the head's checksum is still zero here
+        write_atomic(path, parts, durable=durable, mode=mode, ops=ops, header=checksum.head)
+    finally:
+        checksum.join()
 
 
 def remove_abandoned_temps(directory: str, min_age: float) -> int:

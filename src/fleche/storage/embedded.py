@@ -42,7 +42,7 @@ from ..call import NO_RESULT, DigestedCall, QueryCall
 from ..digest import SCHEME_VERSION, Digest, digest
 from ..errors import ConfigError, FlecheWarning, IntegrityError, SaveError
 from . import _files
-from ._files import OPS, FileOps, key_path, make_dirs, read_file, write_atomic
+from ._files import OPS, FileOps, key_path, make_dirs, read_file, write_frame
 from .base import NULL_CONTEXT, BatchScope, CallMixin, Intent, StorageBackend, check_key
 from .filesystem import DirectoryOptions, FileKeyLockMixin, SaveOnceMixin, _rebuild
 from .serialize import Codec
@@ -444,13 +444,12 @@ class EmbeddedBackend(StorageBackend):
 
     def _value_row(self, key: Digest, blob: bytes, value: Any) -> tuple[Any, ...]:
         """The ``vals`` row of ``value``: inline, or a large one's file, written here first."""
-        parts = self.codec.dumps(key, value)
-        size = sum(memoryview(part).nbytes for part in parts)
-        if size > self.threshold:
+        frame = self.codec.frame(key, value)
+        if frame.nbytes > self.threshold:
             path = key_path(self._files, key)
-            write_atomic(path, parts, durable=self.durable, mode=self.mode, ops=self.ops)
-            return blob, None, size, time.time()
-        return blob, b"".join(parts), None, time.time()
+            write_frame(path, frame, durable=self.durable, mode=self.mode, ops=self.ops)
+            return blob, None, frame.nbytes, time.time()
+        return blob, b"".join(frame.parts()), None, time.time()
 
     def _rows_among(self, columns: str, keys: Sequence[str]) -> builtins.list[Any]:
         """``SELECT key, columns`` of the stored ones among ``keys``, a page of keys a statement."""

@@ -31,7 +31,16 @@ from ..call import DigestedCall
 from ..digest import SCHEME_VERSION, Digest, digest
 from ..errors import ConfigError, IntegrityError
 from . import _files
-from ._files import OPS, FileOps, key_path, list_keys, make_dirs, read_file, write_atomic
+from ._files import (
+    OPS,
+    FileOps,
+    key_path,
+    list_keys,
+    make_dirs,
+    read_file,
+    write_atomic,
+    write_frame,
+)
 from .base import CallMixin, Intent, StorageBackend, ValueMixin, check_key
 from .locking import LockTable, PerKeyLockMixin
 from .serialize import Codec, dump_record, load_record
@@ -243,8 +252,9 @@ class FileBackend(StorageBackend):
         check_layout(self.root, self.mode)
 
     # --- encoding (the call backend overrides these) ----------------------------------------
-    def _encode(self, key: Digest, value: Any) -> list[bytes | memoryview]:
-        return self.codec.dumps(key, value)
+    def _write(self, path: str, key: Digest, value: Any) -> None:
+        frame = self.codec.frame(key, value)
+        write_frame(path, frame, durable=self.durable, mode=self.mode, ops=self.ops)
 
     def _decode(self, key: Digest, data: bytes | bytearray | memoryview) -> Any:
         return self.codec.loads(key, data)
@@ -254,8 +264,7 @@ class FileBackend(StorageBackend):
         return key_path(self._dir, key)
 
     def _put(self, key: Digest, value: Any) -> None:
-        parts = self._encode(key, value)
-        write_atomic(self._path(key), parts, durable=self.durable, mode=self.mode, ops=self.ops)
+        self._write(self._path(key), key, value)
 
     def _get(self, key: Digest) -> Any:
         try:
@@ -343,8 +352,9 @@ class CallFileBackend(FileBackend):
 
     _area = "calls"
 
-    def _encode(self, key: Digest, value: Any) -> list[bytes | memoryview]:
-        return [dump_record(key, value.to_record())]
+    def _write(self, path: str, key: Digest, value: Any) -> None:
+        parts = [dump_record(key, value.to_record())]
+        write_atomic(path, parts, durable=self.durable, mode=self.mode, ops=self.ops)
 
     def _decode(self, key: Digest, data: bytes | bytearray | memoryview) -> DigestedCall:
         return DigestedCall.from_record(load_record(key, bytes(data)))

@@ -16,6 +16,7 @@ import json
 import os
 import pickle
 import struct
+import threading
 import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -25,7 +26,9 @@ import xxhash
 from ..errors import ConfigError, IntegrityError, SaveError
 
 __all__ = [
+    "BackgroundChecksum",
     "Codec",
+    "Frame",
     "check_record_digests",
     "dump_record",
     "load_record",
@@ -100,8 +103,8 @@ class Codec:
     __hash__ = None  # type: ignore[assignment]
 
     # --- writing ------------------------------------------------------------------------------
-    def dumps(self, key: str, value: Any) -> list[bytes | memoryview]:
-        """The frame of ``value`` stored under ``key``, as parts to write in order (no joins)."""
+    def frame(self, key: str, value: Any) -> Frame:
+        """The frame of ``value`` stored under ``key``, before its checksum is computed."""
         flags = 0
         buffers: list[pickle.PickleBuffer] = []
         try:
@@ -125,13 +128,11 @@ class Codec:
         if self.keys:
             flags |= _FLAG_SIGNED
         head = _HEAD.pack(VALUE_MAGIC, flags, len(views), len(data), 0)
-        checksum = _checksum(key, head[:-8], body)
-        head = head[:-8] + _LEN.pack(checksum)
-        parts: list[bytes | memoryview] = [head]
-        if self.keys:
-            parts.append(_sign(self.keys[0], key, head, body))
-        parts.extend(body)
-        return parts
+        return Frame(key, head, body, self.keys[0] if self.keys else None)
+
+    def dumps(self, key: str, value: Any) -> list[bytes | memoryview]:
+        """The frame of ``value`` stored under ``key``, as parts to write in order (no joins)."""
+        return self.frame(key, value).parts()
 
     def dumps_bytes(self, key: str, value: Any) -> bytes:
         """The frame as one bytes object (for SQL and Redis, which take one blob)."""
@@ -195,6 +196,79 @@ class Codec:
             return pickle.loads(data, buffers=buffers)
         except Exception as e:  # checksum passed: the writer's environment differs from ours
             raise IntegrityError(f"entry {key}: cannot be unpickled here ({e})") from e
+
+
+class Frame:
+    """A value frame whose header still lacks its checksum: ``head`` (checksum zero), ``body``.
+
+    ``parts()`` completes it at once. A large frame can instead be checksummed on a helper thread
+    while its bytes are written (``checksum_in_background``; xxhash releases the GIL), its header
+    written last, so hashing a 100 MB result costs no time beside the write (issue 7, W4).
+    """
+
+    __slots__ = ("body", "head", "key", "nbytes", "secret")
+
+    def __init__(
+        self, key: str, head: bytes, body: list[bytes | memoryview], secret: bytes | None
+    ) -> None:
+        self.key, self.head, self.body, self.secret = key, head, body, secret
+        signature = _SIG_LEN if secret is not None else 0
+        self.nbytes = len(head) + signature + sum(memoryview(part).nbytes for part in body)
+
+    @property
+    def signed(self) -> bool:
+        return self.secret is not None
+
+    def parts(self) -> list[bytes | memoryview]:
+        """The complete frame, as parts to write in order."""
+        head = self.completed_head(_checksum(self.key, self.head[:-8], self.body))
+        parts: list[bytes | memoryview] = [head]
+        if self.secret is not None:
+            parts.append(_sign(self.secret, self.key, head, self.body))
+        parts.extend(self.body)
+        return parts
+
+    def completed_head(self, checksum: int) -> bytes:
+        """The header carrying ``checksum`` (the same length as ``head``)."""
+        return self.head[:-8] + _LEN.pack(checksum)
+
+    def checksum_in_background(self) -> BackgroundChecksum:
+        """Start hashing the body on a helper thread (unsigned frames only: a signature covers
+        the header, so it must wait for the checksum)."""
+        if self.secret is not None:
+            raise ValueError("a signed frame is signed after its checksum; use parts()")
+        return BackgroundChecksum(self)
+
+
+class BackgroundChecksum:
+    """The checksum of a frame's body, computed on a helper thread; ``head()`` waits for it."""
+
+    __slots__ = ("_checksum", "_error", "_frame", "_thread")
+
+    def __init__(self, frame: Frame) -> None:
+        self._frame = frame
+        self._checksum: int | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="fleche-checksum", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        frame = self._frame
+        try:
+            self._checksum = _checksum(frame.key, frame.head[:-8], frame.body)
+        except BaseException as e:  # handed to the writer, which raises it in head()
+            self._error = e
+
+    def head(self) -> bytes:
+        """The frame's completed header, once the body is hashed."""
+        self._thread.join()
+        if self._checksum is None:
+            raise SaveError(f"cannot checksum the value {self._frame.key}: {self._error}")
+        return self._frame.completed_head(self._checksum)
+
+    def join(self) -> None:
+        """Wait for the helper thread (after a failed write, before the buffers are let go)."""
+        self._thread.join()
 
 
 def _checksum(key: str, head: bytes | memoryview, body: Iterable[bytes | memoryview]) -> int:
