@@ -1,12 +1,12 @@
-"""The embedded database's journal: WAL, synchronous by setting, and a WAL file that stays
-bounded however many writes come (SPEC section 6: integrity always, durability by setting)."""
+"""The embedded database's journal and page cache: WAL, synchronous by setting, a WAL file that
+stays bounded however many writes come, a 16 MiB page cache (SPEC section 6: integrity always, durability by setting)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from fleche.storage.embedded import WAL_PAGES, CallEmbedded, ValueEmbedded
+from fleche.storage.embedded import PAGE_CACHE_KIB, WAL_PAGES, CallEmbedded, ValueEmbedded
 
 
 def _pragma(storage: ValueEmbedded, name: str) -> object:
@@ -22,6 +22,8 @@ def test_the_journal_is_a_bounded_wal_synchronous_by_setting(tmp_path: Path) -> 
     assert (_pragma(normal, "synchronous"), _pragma(durable, "synchronous")) == (1, 2)
     assert _pragma(normal, "wal_autocheckpoint") == WAL_PAGES
     assert _pragma(normal, "journal_size_limit") >= WAL_PAGES * 4096
+    # every connection (one per thread) caches up to 16 MiB of pages, not SQLite's 2 MiB
+    assert _pragma(normal, "cache_size") == -PAGE_CACHE_KIB == -16 * 1024
 
 
 def test_the_wal_file_stays_bounded_under_many_commits(tmp_path: Path) -> None:

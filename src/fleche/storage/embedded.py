@@ -68,6 +68,11 @@ BUSY_TIMEOUT = 60.0
 # SQLite's default of 1,000 pages a checkpoint came every ~150 misses and cost about a quarter
 # of each (on average, 63 µs of a commit). The WAL file is cut back to this size when it restarts, should readers have let it grow.
 WAL_PAGES = 2000
+# SQLite's page cache per connection (KiB; SQLite's default is 2 MiB). At 100,000 calls (48 MiB)
+# a hit's B-tree pages no longer fitted in 2 MiB and came from the OS through a pread each: a hit
+# took 16.5 µs there against 11.8 µs at 1,000 calls; with 16 MiB, 13.8 µs. Pages are cached as
+# they are read, so a small cache never uses it all.
+PAGE_CACHE_KIB = 16 * 1024
 _PAGE = 500
 TOUCH_AFTER = 60.0  # seconds: a re-saved value younger than this keeps its ``written`` time
 
@@ -190,6 +195,7 @@ class Database:
         )
         conn.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
         conn.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+        conn.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
         conn.execute(f"PRAGMA journal_size_limit={(WAL_PAGES + 16) * 4120}")  # frame: page + 24
         self._local.conn, self._local.durable, self._local.after = conn, self.durable, []
         self._local.batch = None
