@@ -1,6 +1,7 @@
 """Memory: peak RSS added by digesting a large array and by storing and loading a large result.
 
-Each measurement runs in a fresh worker process, so the peak (``ru_maxrss``) belongs to it alone.
+Each measurement runs in a fresh worker process, so the peak (``timing.peak_rss``: the process's
+own high-water mark, which ``ru_maxrss`` is not after an ``exec``) belongs to it alone.
 """
 
 from __future__ import annotations

@@ -109,3 +109,38 @@ def test_targets_are_judged_from_a_run_of_w8_alone():
     assert hit_growth["status"].startswith("not measured") or "MISS" not in hit_growth["status"]
     query_growth = next(v for (w, t), v in found.items() if w == "W8" and "constant" in t)
     assert "sqlite 1.0x" in query_growth["measured"]
+
+
+def test_peak_rss_of_a_child_is_its_own_not_its_parents():
+    # ru_maxrss of a process started by subprocess includes its parent's memory from before the
+    # exec; the benchmark's fresh processes must report their own peak (VmHWM)
+    ballast = bytearray(300 * 1024 * 1024)  # resident: zero-filled page by page
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    code = (
+        "import resource, sys; sys.path.insert(0, sys.argv[1]); from benchmarks.timing import peak_rss;"
+        " print(peak_rss(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, check=True
+    )
+    own, inherited = map(int, done.stdout.split())
+    del ballast
+    assert own < 100 * 1024 * 1024, own
+    if sys.platform == "linux":
+        assert inherited > 300 * 1024 * 1024  # what the benchmark would have reported
+
+
+def test_the_open_store_memory_target_is_judged_at_its_size():
+    from benchmarks import targets
+
+    def verdict(stored: int, peak_mib: int) -> dict[str, str]:
+        node = {"stored": stored, "peak_rss": peak_mib * 1024 * 1024}
+        results = {"scale": {"fleche-embedded": {"steps": [], "open": node}}}
+        found = targets.verdicts(results)
+        return next(v for v in found if "holding" in v["target"])
+
+    assert verdict(100_000, 45)["status"] == "PASS"
+    assert verdict(100_000, 120)["status"] == "MISS"
+    assert verdict(10_000, 45)["status"] == "PASS?"
+    assert "45.0 MiB holding 100,000 calls" in verdict(100_000, 45)["measured"]
+    assert targets.verdicts({})[0]["status"] == "not measured"
