@@ -820,10 +820,21 @@ class EmbeddedCallBackend(EmbeddedBackend):
 class ValueEmbedded(SaveOnceMixin, EmbeddedBackend):
     """Values: no per-key lock is needed, as each write is one transaction of identical bytes."""
 
+    # a small value in one statement: inserted, or its row touched as ``_touch`` does
+    _upsert_inline = (
+        "INSERT INTO vals VALUES (?, ?, NULL, ?) ON CONFLICT (key) DO UPDATE"
+        " SET written = excluded.written"
+        f" WHERE NOT (excluded.written - written >= 0 AND excluded.written - written < {TOUCH_AFTER})"
+    )
+
     def save(self, value: Any, key: str | None = None) -> Digest:
         key = digest(value) if key is None else check_key(key)
         with self._operation_context(key, intent=Intent.WRITE):
-            if not self._touch(key):
+            frame = self.codec.frame(key, value)
+            if frame.nbytes <= self.threshold:  # one statement, not a look then a write
+                row = (bytes.fromhex(key), b"".join(frame.parts()), time.time())
+                self._execute(self._upsert_inline, row)
+            elif not self._touch(key):  # a large value's file is written only when new
                 self._put(key, value, fresh=True)  # in this transaction, no row can appear
         return key
 
