@@ -84,7 +84,8 @@ MODES = {
         misses=1000,
         array_mb=100,
         big_repeats=9,
-        scale=(1000, 10_000, 100_000),
+        # the W5 sizes (1,000,000 in full); the targets are judged at 100,000
+        scale=(1000, 10_000, 100_000, 1_000_000),
         subject_scale={},
         probes=1000,
         slow_keys=40,

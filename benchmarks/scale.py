@@ -91,7 +91,8 @@ def w5_scale(subject: Subject, mode: Mode, workloads: set[str]) -> dict[str, Any
             not_reached.append({
                 "stored": size,
                 "why": f"filling to {size:,} would take about {more:.0f} s more, past this "
-                f"mode's {mode.fill_budget:.0f} s budget (--full fills it)",
+                f"mode's {mode.fill_budget:.0f} s budget"
+                + ("" if mode.name == "full" else " (--full has a larger one)"),
             })  # fmt: skip
             break
         step: dict[str, Any] = {"stored": size, **fill(subject, f, stored, size)}
