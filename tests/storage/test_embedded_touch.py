@@ -61,3 +61,26 @@ def test_a_written_time_in_the_future_is_corrected(tmp_path: Path) -> None:
     _set_written(storage, key, time.time() + 10 * TOUCH_AFTER)
     storage.save(SMALL)
     assert 0 <= _age(storage, key) < TOUCH_AFTER / 2
+
+
+class Pickled:
+    """A large value that counts how often it is pickled."""
+
+    count = 0
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    def __reduce__(self) -> tuple:
+        type(self).count += 1
+        return (Pickled, (self.payload,))
+
+
+def test_a_new_large_value_is_serialised_once(tmp_path: Path) -> None:
+    storage = ValueEmbedded(tmp_path)
+    value, key = Pickled(b"y" * (1 << 20)), "ab" * 16  # a file: over the 32 KiB threshold
+    Pickled.count = 0
+    storage.save(value, key)
+    assert Pickled.count == 1
+    assert storage.load(key).payload == value.payload
+    assert _row(storage, key)[0] is None  # stored as a file, not inline

@@ -45,7 +45,7 @@ from . import _files
 from ._files import OPS, FileOps, key_path, make_dirs, read_file, write_frame
 from .base import NULL_CONTEXT, BatchScope, CallMixin, Intent, StorageBackend, check_key
 from .filesystem import DirectoryOptions, FileKeyLockMixin, SaveOnceMixin, _rebuild
-from .serialize import Codec
+from .serialize import Codec, Frame
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -448,9 +448,10 @@ class EmbeddedBackend(StorageBackend):
         if old is not None and old[0] is not None:  # was a file: remove it once this commits
             self._remove_file_after_commit(key)
 
-    def _value_row(self, key: Digest, blob: bytes, value: Any) -> tuple[Any, ...]:
+    def _value_row(self, key: Digest, blob: bytes, value: Any, frame: Frame | None = None
+                   ) -> tuple[Any, ...]:  # fmt: skip
         """The ``vals`` row of ``value``: inline, or a large one's file, written here first."""
-        frame = self.codec.frame(key, value)
+        frame = frame or self.codec.frame(key, value)
         if frame.nbytes > self.threshold:
             path = key_path(self._files, key)
             write_frame(path, frame, durable=self.durable, mode=self.mode, ops=self.ops)
@@ -835,7 +836,8 @@ class ValueEmbedded(SaveOnceMixin, EmbeddedBackend):
                 row = (bytes.fromhex(key), b"".join(frame.parts()), time.time())
                 self._execute(self._upsert_inline, row)
             elif not self._touch(key):  # a large value's file is written only when new
-                self._put(key, value, fresh=True)  # in this transaction, no row can appear
+                row = self._value_row(key, bytes.fromhex(key), value, frame)  # the frame made above
+                self._execute("INSERT INTO vals VALUES (?, ?, ?, ?)", row)
         return key
 
     def _save_many(self, items: builtins.list[tuple[Digest, Any]]) -> None:
