@@ -226,6 +226,8 @@ def test_sqlite_runs_in_wal_with_chosen_durability(tmp_path: Any) -> None:
     assert pragma(normal, "busy_timeout") > 0
     assert (pragma(normal, "synchronous"), pragma(durable, "synchronous")) == (1, 2)  # NORMAL, FULL
     assert "durable=1" in durable.to_url()
+    # 16 MiB of pages per connection, as the embedded default (SQLite's default is 2 MiB)
+    assert pragma(normal, "cache_size") == pragma(durable, "cache_size") == -16 * 1024
 
 
 def test_in_memory_sqlite_is_shared_by_threads() -> None:

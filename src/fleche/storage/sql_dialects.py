@@ -23,6 +23,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from ..errors import ConfigError, LockTimeoutError, MissingDependencyError
 from ._files import range_lock
 from .base import pause_batches
+from .embedded import PAGE_CACHE_KIB
 from .locking import release_all
 
 if TYPE_CHECKING:
@@ -172,6 +173,9 @@ class SqliteDialect(Dialect):
                 cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute(f"PRAGMA synchronous={synchronous}")
+            # 16 MiB of pages, as the embedded default (SQLite's default is 2 MiB): a hit at
+            # 100,000 calls (a 119 MiB file) took 27.0-28.1 µs with 2 MiB, 23.5-24.5 with 16
+            cursor.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
             cursor.close()
 
         @sa.event.listens_for(engine, "begin")
