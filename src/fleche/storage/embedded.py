@@ -436,14 +436,14 @@ class EmbeddedBackend(StorageBackend):
     # --- primitives -----------------------------------------------------------------------
     _select_size = "SELECT size FROM vals WHERE key = ?"
 
-    def _put(self, key: Digest, value: Any, fresh: bool = False) -> None:
-        """Store ``value`` (``fresh``: the caller knows no row exists, so none is replaced)."""
+    def _put(self, key: Digest, value: Any) -> None:
+        """Store ``value``, replacing a stored row (and removing its file once this commits)."""
         blob = bytes.fromhex(key)
         row = self._value_row(key, blob, value)
         if row[1] is None:  # a file, written over the old one if any
             self._execute("INSERT OR REPLACE INTO vals VALUES (?, ?, ?, ?)", row)
             return
-        old = None if fresh else self._execute(self._select_size, (blob,)).fetchone()
+        old = self._execute(self._select_size, (blob,)).fetchone()
         self._execute("INSERT OR REPLACE INTO vals VALUES (?, ?, ?, ?)", row)
         if old is not None and old[0] is not None:  # was a file: remove it once this commits
             self._remove_file_after_commit(key)
@@ -679,7 +679,7 @@ class EmbeddedCallBackend(EmbeddedBackend):
     _table = "calls"
     _area = "calls"
 
-    def _put(self, key: Digest, value: Any, fresh: bool = False) -> None:
+    def _put(self, key: Digest, value: Any) -> None:
         row = _call_row(key, value)
         blob = bytes.fromhex(key)
         try:  # the usual case, a new record: one INSERT, no look for an old one to unindex

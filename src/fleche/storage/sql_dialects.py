@@ -174,7 +174,7 @@ class SqliteDialect(Dialect):
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute(f"PRAGMA synchronous={synchronous}")
             # 16 MiB of pages, as the embedded default (SQLite's default is 2 MiB): a hit at
-            # 100,000 calls (a 119 MiB file) took 27.0-28.1 µs with 2 MiB, 23.5-24.5 with 16
+            # 100,000 calls (a 118 MiB file) took 27.0-28.1 µs with 2 MiB, 23.5-24.5 with 16
             cursor.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
             cursor.close()
 
