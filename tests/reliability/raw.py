@@ -145,7 +145,7 @@ def record_unit(kind: str, harness: Any, cache: Any, key: str) -> Unit:
     if kind == "filesystem":
         return FileUnit(key_path(calls._dir, key))
     if kind == "embedded":
-        return SqliteCell(calls.root, "calls", "extra", key, text=True)
+        return SqliteCell(calls.root, "calls", "record", key, text=False)
     if kind == "redis":
         return RedisString(harness.raw, calls._space + key)
     return SqlRecordRow(calls, key)

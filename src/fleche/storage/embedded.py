@@ -7,8 +7,9 @@ tables keyed by the 16 bytes of a digest:
 - ``vals(key, data, size, written)``: value frames (``serialize.Codec``: checksum, optional HMAC
   signature and zlib) up to ``threshold`` bytes (default 32 KiB) inline; larger ones live in
   ``DIR/values/ab/<key>`` files (``data`` NULL), written atomically before their row.
-- ``calls(key, name, module, version, created, ...)``: the record in columns with a checksum (see
-  ``_call_row``), indexed by ``name, module``;
+- ``calls(key, name, module, version, result, record, checksum)``: the whole record in the
+  ``record`` blob under one checksum (see ``_call_row``), with copies of the function's name,
+  module and version in columns indexed by ``name, module``;
   ``args(param, value, call)``: one row per argument, so a query by argument is a key lookup.
 - ``meta``: the layout version and the digest scheme (another scheme raises ``ConfigError``).
 
@@ -26,6 +27,7 @@ import json
 import logging
 import os
 import sqlite3
+import struct
 import threading
 import time
 import warnings
@@ -44,6 +46,7 @@ from ..errors import ConfigError, FlecheWarning, IntegrityError, SaveError
 from . import _files
 from ._files import OPS, FileOps, key_path, make_dirs, read_file, write_frame
 from .base import NULL_CONTEXT, BatchScope, CallMixin, Intent, StorageBackend, check_key
+from .embedded_upgrade import upgrade
 from .filesystem import DirectoryOptions, FileKeyLockMixin, SaveOnceMixin, _rebuild
 from .serialize import Codec, Frame
 
@@ -61,7 +64,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 32 * 1024
-LAYOUT_VERSION = "1"
+LAYOUT_VERSION = "2"  # 1: the record in seven checksummed columns (upgraded when opened)
 BUSY_TIMEOUT = 60.0
 # Pages the WAL may hold before a checkpoint copies them into the database (8 MiB). Each
 # checkpoint ends in an fsync of the database; a miss dirties about six scattered pages, so with
@@ -74,16 +77,19 @@ WAL_PAGES = 2000
 # they are read, so a small cache never uses it all.
 PAGE_CACHE_KIB = 16 * 1024
 _PAGE = 500
+_UPGRADABLE = ("1",)  # older layouts that ``embedded_upgrade`` brings to LAYOUT_VERSION
 TOUCH_AFTER = 60.0  # seconds: a re-saved value younger than this keeps its ``written`` time
 
+_CALLS_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS calls (key BLOB PRIMARY KEY, name TEXT NOT NULL, module TEXT,"
+    " version TEXT, result BLOB, record BLOB NOT NULL, checksum INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS calls_by_function ON calls (name, module)",
+)
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS vals (key BLOB PRIMARY KEY, data BLOB, size INTEGER,"
     " written REAL NOT NULL) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS calls (key BLOB PRIMARY KEY, name TEXT NOT NULL, module TEXT,"
-    " version TEXT, created REAL, result BLOB, args BLOB NOT NULL, extra TEXT NOT NULL,"
-    " checksum INTEGER NOT NULL) WITHOUT ROWID",
-    "CREATE INDEX IF NOT EXISTS calls_by_function ON calls (name, module)",
+    *_CALLS_SCHEMA,
     "CREATE TABLE IF NOT EXISTS args (param TEXT NOT NULL, value BLOB NOT NULL, call BLOB NOT NULL,"
     " PRIMARY KEY (param, value, call)) WITHOUT ROWID",
 )
@@ -224,7 +230,14 @@ class Database:
                     "INSERT OR IGNORE INTO meta VALUES (?, ?)",
                     [("layout", LAYOUT_VERSION), ("digest_scheme", str(SCHEME_VERSION))],
                 )
-            meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+                meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+                if meta.get("layout") in _UPGRADABLE and meta.get("digest_scheme") == str(
+                    SCHEME_VERSION
+                ):
+                    upgrade(conn, meta["layout"], self.path, _call_row, _CALLS_SCHEMA)
+                    conn.execute("UPDATE meta SET value = ? WHERE name = 'layout'",
+                                 (LAYOUT_VERSION,))  # fmt: skip
+                    meta["layout"] = LAYOUT_VERSION
         except sqlite3.DatabaseError as e:
             raise ConfigError(f"{self.path} is not a usable fleche database ({e})") from e
         if meta.get("layout") != LAYOUT_VERSION:
@@ -610,24 +623,25 @@ def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, set | frozenset | tuple) else repr(value)
 
 
-# A call record is stored as columns: the digests as bytes (``result``, and ``args``: 16 bytes per
-# argument, in signature order), ``created`` (moved out of ``metadata.fleche``), and the rest as a
-# small JSON list ``extra``: [parameter names, metadata, code digest]. ``checksum`` covers them all,
-# so a torn or altered row is caught; it is about half the size of the whole record as JSON.
-_CALL_COLUMNS = "name, module, version, created, result, args, extra, checksum"
+# A call record is stored whole in ``record``: the number of arguments (2 bytes), their digests as
+# bytes (16 each, in signature order), then JSON [name, module, version, parameter names, metadata,
+# code digest]. ``checksum`` covers the key, ``result`` (the result's digest, apart so that a hit
+# can join its value) and ``record``, so a hit checks all it reads with one xxh3 call over bytes;
+# ``name``, ``module`` and ``version`` are copies in columns for the index, checked against the
+# record when it is decoded.
+_CALL_COLUMNS = "name, module, version, result, record, checksum"
+_ARGUMENT_COUNT = struct.Struct("<H")
+_xxh3_64 = xxhash.xxh3_64_intdigest
 
 
-def _checksum(key: str, row: tuple[Any, ...]) -> int:
-    name, module, version, created, result, args, extra = row
-    hasher = xxhash.xxh3_64(f"{key}\0{name}\0{module}\0{version}\0{created!r}\0".encode())
-    hasher.update(result or b"-")
-    hasher.update(args)
-    hasher.update(extra.encode())
-    return hasher.intdigest() - (1 << 63)  # SQLite integers are signed
+def _checksum(blob: bytes, result: bytes | None, record: bytes) -> int:
+    """The row's checksum (signed: SQLite integers are); ``result`` None is told from any digest."""
+    marked = b"\1" + result if result is not None else b"\0"
+    return _xxh3_64(blob + marked + record) - (1 << 63)
 
 
 def _call_row(key: str, call: DigestedCall) -> tuple[Any, ...]:
-    """The columns of ``call`` (``SaveError`` when a digest is not a full one)."""
+    """The columns of ``call`` after its key (``SaveError`` when a digest is not a full one)."""
     try:
         args = b"".join(bytes.fromhex(d) for d in call.arguments.values())
         result = None if call.result is NO_RESULT else bytes.fromhex(call.result)
@@ -635,42 +649,65 @@ def _call_row(key: str, call: DigestedCall) -> tuple[Any, ...]:
         raise SaveError(f"call record {key}: arguments and result must be full digests") from e
     if len(args) != 16 * len(call.arguments) or (result is not None and len(result) != 16):
         raise SaveError(f"call record {key}: arguments and result must be full digests")
-    metadata, created = call.metadata, None
-    fleche = metadata.get("fleche")
-    if isinstance(fleche, dict) and type(fleche.get("created")) is float:
-        created = fleche["created"]
-        metadata = {**metadata, "fleche": {k: v for k, v in fleche.items() if k != "created"}}
-    extra = json.dumps(
-        [list(call.arguments), metadata, call.code_digest], separators=(",", ":"), default=_jsonable
+    if len(call.arguments) > 0xFFFF:
+        raise SaveError(f"call record {key}: more than 65,535 arguments")
+    version = _version_text(call.version)
+    text = json.dumps(
+        [call.name, call.module, version, list(call.arguments), call.metadata, call.code_digest],
+        separators=(",", ":"),
+        default=_jsonable,
     )
-    row = (call.name, call.module, _version_text(call.version), created, result, args, extra)
-    return (*row, _checksum(key, row))
+    record = _ARGUMENT_COUNT.pack(len(call.arguments)) + args + text.encode()
+    return (
+        call.name, call.module, version, result, record,
+        _checksum(bytes.fromhex(key), result, record),
+    )  # fmt: skip
+
+
+def _argument_digests(record: bytes) -> bytes:
+    """The argument digests in a ``record`` (16 bytes each)."""
+    (count,) = _ARGUMENT_COUNT.unpack_from(record)
+    return record[2 : 2 + 16 * count]
+
+
+def _argument_rows(blob: bytes, params: Any, record: bytes) -> builtins.list[tuple[Any, ...]]:
+    """The ``args`` index rows of the record under ``blob``."""
+    digests = _argument_digests(record)
+    return [(p, digests[16 * i : 16 * i + 16], blob) for i, p in enumerate(params)]
 
 
 def _call_from_row(key: Digest, row: tuple[Any, ...]) -> DigestedCall:
     """Inverse of :func:`_call_row`; ``IntegrityError`` when the row fails its checksum."""
-    *columns, checksum = row
-    if _checksum(key, tuple(columns)) != checksum:
-        raise IntegrityError(f"call record {key}: checksum mismatch (corrupt or truncated)")
-    name, module, version, created, result, args, extra = columns
+    name, module, version, result, record, checksum = row
     try:
-        params, metadata, code_digest = json.loads(extra)
+        if _checksum(bytes.fromhex(key), result, record) != checksum:
+            raise IntegrityError(f"call record {key}: checksum mismatch (corrupt or truncated)")
+        args = _argument_digests(record)
+        r_name, r_module, r_version, params, metadata, code_digest = json.loads(
+            record[2 + len(args) :]
+        )
         if len(args) != 16 * len(params):
             raise ValueError("argument digests do not match the parameters")
-        arguments = {p: Digest(args[16 * i : 16 * i + 16].hex()) for i, p in enumerate(params)}
-        if created is not None:
-            metadata["fleche"]["created"] = created
+        if (r_name, r_module, r_version) != (name, module, version):
+            raise ValueError("its indexed columns differ from the record")
         return DigestedCall(
             name,
-            arguments,
+            {p: Digest(args[16 * i : 16 * i + 16].hex()) for i, p in enumerate(params)},
             metadata,
             module,
             None if version is None else json.loads(version),
             code_digest,
             NO_RESULT if result is None else Digest(result.hex()),
         )
-    except (ValueError, TypeError, KeyError) as e:
+    except IntegrityError:
+        raise
+    except (ValueError, TypeError, KeyError, struct.error) as e:
         raise IntegrityError(f"call record {key}: unreadable ({e})") from e
+
+
+_INSERT_CALL = "INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?)"
+_REPLACE_CALL = "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?)"
+_INSERT_ARGUMENTS = "INSERT OR IGNORE INTO args VALUES (?, ?, ?)"
 
 
 class EmbeddedCallBackend(EmbeddedBackend):
@@ -683,32 +720,24 @@ class EmbeddedCallBackend(EmbeddedBackend):
         row = _call_row(key, value)
         blob = bytes.fromhex(key)
         try:  # the usual case, a new record: one INSERT, no look for an old one to unindex
-            self._db.connection().execute(
-                "INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (blob, *row)
-            )
+            self._db.connection().execute(_INSERT_CALL, (blob, *row))
         except sqlite3.IntegrityError:
             self._unindex(blob)
-            self._execute(
-                "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (blob, *row)
-            )
+            self._execute(_REPLACE_CALL, (blob, *row))
         except sqlite3.Error as e:
             _raise_save_error(e, f"cannot use {self._db.path}")
-        args = row[5]
-        self._execute_many(
-            "INSERT OR IGNORE INTO args VALUES (?, ?, ?)",
-            [(p, args[16 * i : 16 * i + 16], blob) for i, p in enumerate(value.arguments)],
-        )
+        self._execute_many(_INSERT_ARGUMENTS, _argument_rows(blob, value.arguments, row[4]))
 
     def _unindex(self, blob: bytes) -> bool:
         """Drop the argument rows of the record under ``blob``; False when there is none."""
-        row = self._execute("SELECT args, extra FROM calls WHERE key = ?", (blob,)).fetchone()
+        row = self._execute("SELECT record FROM calls WHERE key = ?", (blob,)).fetchone()
         if row is None:
             return False
-        args, extra = row
+        (record,) = row
         try:  # no checksum needed: these rows only narrow queries, which re-check every record
-            params = json.loads(extra)[0]
-            rows = [(p, args[16 * i : 16 * i + 16], blob) for i, p in enumerate(params)]
-        except (ValueError, KeyError, TypeError, IndexError):
+            params = json.loads(record[2 + len(_argument_digests(record)) :])[3]
+            rows = _argument_rows(blob, params, record)
+        except (ValueError, KeyError, TypeError, IndexError, struct.error):
             return True  # an unreadable record leaves stale rows behind; harmless, as said
         self._execute_many("DELETE FROM args WHERE param = ? AND value = ? AND call = ?", rows)
         return True
@@ -722,8 +751,8 @@ class EmbeddedCallBackend(EmbeddedBackend):
 
     _select_call = f"SELECT {_CALL_COLUMNS} FROM calls WHERE key = ?"
     _select_hit = (
-        "SELECT c.name, c.module, c.version, c.created, c.result, c.args, c.extra, c.checksum,"
-        " v.data, v.key FROM calls c LEFT JOIN vals v ON v.key = c.result WHERE c.key = ?"
+        "SELECT c.result, c.record, c.checksum, v.data FROM calls c"
+        " LEFT JOIN vals v ON v.key = c.result WHERE c.key = ?"
     )
 
     def _joint_reader(self, values: Any) -> Callable[[Digest], Any] | None:
@@ -734,13 +763,18 @@ class EmbeddedCallBackend(EmbeddedBackend):
         db, sql, codec, checksum = self._db, self._select_hit, values.codec, _checksum
 
         def read(key: Digest) -> Any:
-            row = db.connection().execute(sql, (bytes.fromhex(key),)).fetchone()
+            blob = bytes.fromhex(key)
+            row = db.connection().execute(sql, (blob,)).fetchone()
             if row is None:
                 raise KeyError(key)
-            if checksum(key, row[:7]) != row[7]:
+            result, record, check, data = row
+            try:
+                intact = checksum(blob, result, record) == check
+            except TypeError:  # a column of another type than fleche writes
+                intact = False
+            if not intact:
                 error = IntegrityError(f"call record {key}: checksum mismatch")
                 raise self._corrupt(key, error) from error
-            result, data = row[4], row[8]
             if result is None:
                 raise KeyError(key)
             result_key = Digest(result.hex())
@@ -880,12 +914,9 @@ class CallEmbedded(CallMixin, FileKeyLockMixin, EmbeddedCallBackend):
                 present.add(blob)
                 row = _call_row(key, record)
                 rows.append((blob, *row))
-                digests = row[5]
-                arguments += [
-                    (p, digests[16 * i : 16 * i + 16], blob) for i, p in enumerate(record.arguments)
-                ]
-            self._execute_many("INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            self._execute_many("INSERT OR IGNORE INTO args VALUES (?, ?, ?)", arguments)
+                arguments += _argument_rows(blob, record.arguments, row[4])
+            self._execute_many(_INSERT_CALL, rows)
+            self._execute_many(_INSERT_ARGUMENTS, arguments)
 
     def _process_lock(self, key: str) -> Any:
         return _files.range_lock(f"{self._lock_dir}.lock", key, self.lock_timeout, self.mode)
