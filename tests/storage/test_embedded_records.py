@@ -69,3 +69,42 @@ def test_an_altered_call_row_is_a_warned_miss(tmp_path: Path, column: str, value
         runs.clear()
         assert square(4) == 16 and runs == []  # a clean hit again
         assert cache._load_record(key).name.endswith("square")
+
+
+def _record(metadata: dict, code_digest: str | None, version: Any = None) -> Any:
+    from fleche.call import DigestedCall
+    from fleche.digest import digest
+
+    return DigestedCall(
+        "f", {"x": digest(1), "y": digest("two")}, metadata, "m", version, code_digest, digest(3)
+    )
+
+
+VARIANTS = {
+    "created float, code digest": ({"fleche": {"created": 1.5, "host": "h"}}, "ab" * 16),
+    "created int": ({"fleche": {"created": 2}}, "ab" * 16),
+    "created string": ({"fleche": {"created": "yesterday"}}, None),
+    "no fleche metadata": ({"user": [1, 2]}, None),
+    "fleche not a dict": ({"fleche": 5}, None),
+    "code digest not a digest": ({}, "not-hex"),
+    "code digest short": ({}, "abcd"),
+    "version given": ({"fleche": {"created": 0.0}}, "cd" * 16),
+}
+
+
+@pytest.mark.parametrize(("metadata", "code"), list(VARIANTS.values()), ids=list(VARIANTS))
+def test_records_round_trip_whatever_their_metadata_and_code_digest(
+    tmp_path: Path, metadata: dict, code: str | None
+) -> None:
+    from fleche.storage.embedded import CallEmbedded
+
+    calls = CallEmbedded(tmp_path)
+    record = _record(metadata, code, version={"v": 1} if "cd" in (code or "") else None)
+    key = "0123456789abcdef" * 2
+    calls.save(record, key)
+    loaded = calls.load(key)
+    assert loaded == record
+    assert loaded.metadata == metadata and loaded.code_digest == code
+    fleche = metadata.get("fleche")
+    if isinstance(fleche, dict) and "created" in fleche:  # 2 stays an int, 1.5 a float
+        assert type(loaded.metadata["fleche"]["created"]) is type(fleche["created"])

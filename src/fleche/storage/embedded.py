@@ -41,7 +41,7 @@ import xxhash
 
 from ..caches import Cache
 from ..call import NO_RESULT, DigestedCall, QueryCall
-from ..digest import SCHEME_VERSION, Digest, digest
+from ..digest import SCHEME_VERSION, Digest, digest, is_hex_key
 from ..errors import ConfigError, FlecheWarning, IntegrityError, SaveError
 from . import _files
 from ._files import OPS, FileOps, key_path, make_dirs, read_file, write_frame
@@ -623,14 +623,17 @@ def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, set | frozenset | tuple) else repr(value)
 
 
-# A call record is stored whole in ``record``: the number of arguments (2 bytes), their digests as
-# bytes (16 each, in signature order), then JSON [name, module, version, parameter names, metadata,
-# code digest]. ``checksum`` covers the key, ``result`` (the result's digest, apart so that a hit
-# can join its value) and ``record``, so a hit checks all it reads with one xxh3 call over bytes;
-# ``name``, ``module`` and ``version`` are copies in columns for the index, checked against the
-# record when it is decoded.
+# A call record is stored whole in ``record``: a header (``_HEAD``: the number of arguments, flags,
+# the ``created`` time of ``metadata.fleche``), the code digest (16 bytes, when it is a digest),
+# the argument digests (16 bytes each, in signature order), then JSON [name, module, version,
+# parameter names, the rest of the metadata, the code digest when it is not in bytes]. The
+# ``checksum`` covers the key, ``result`` (the result's digest, apart so that a hit can join its
+# value) and ``record``, so a hit checks all it reads with one xxh3 call over bytes. ``name``,
+# ``module`` and ``version`` are copies in columns for the index, checked against the record when
+# it is decoded.
 _CALL_COLUMNS = "name, module, version, result, record, checksum"
-_ARGUMENT_COUNT = struct.Struct("<H")
+_HEAD = struct.Struct("<HBd")  # argument count, flags, created
+_CREATED, _CODE = 1, 2  # flags: ``created`` was moved out of the metadata; a 16-byte code digest
 _xxh3_64 = xxhash.xxh3_64_intdigest
 
 
@@ -651,28 +654,43 @@ def _call_row(key: str, call: DigestedCall) -> tuple[Any, ...]:
         raise SaveError(f"call record {key}: arguments and result must be full digests")
     if len(call.arguments) > 0xFFFF:
         raise SaveError(f"call record {key}: more than 65,535 arguments")
+    flags, created, metadata, code, code_text = 0, 0.0, call.metadata, b"", call.code_digest
+    fleche = metadata.get("fleche")
+    if isinstance(fleche, dict) and type(fleche.get("created")) is float:
+        flags, created = _CREATED, fleche["created"]
+        metadata = {**metadata, "fleche": {k: v for k, v in fleche.items() if k != "created"}}
+    if code_text is not None and is_hex_key(code_text, full=True):
+        flags, code, code_text = flags | _CODE, bytes.fromhex(code_text), None
     version = _version_text(call.version)
     text = json.dumps(
-        [call.name, call.module, version, list(call.arguments), call.metadata, call.code_digest],
+        [call.name, call.module, version, list(call.arguments), metadata, code_text],
         separators=(",", ":"),
         default=_jsonable,
     )
-    record = _ARGUMENT_COUNT.pack(len(call.arguments)) + args + text.encode()
+    record = _HEAD.pack(len(call.arguments), flags, created) + code + args + text.encode()
     return (
         call.name, call.module, version, result, record,
         _checksum(bytes.fromhex(key), result, record),
     )  # fmt: skip
 
 
-def _argument_digests(record: bytes) -> bytes:
-    """The argument digests in a ``record`` (16 bytes each)."""
-    (count,) = _ARGUMENT_COUNT.unpack_from(record)
-    return record[2 : 2 + 16 * count]
+def _split(record: bytes) -> tuple[float | None, bytes | None, bytes, bytes]:
+    """A ``record``'s parts: created time, code digest, argument digests, JSON text."""
+    count, flags, created = _HEAD.unpack_from(record)
+    at = _HEAD.size + (16 if flags & _CODE else 0)
+    code = record[_HEAD.size : at] if flags & _CODE else None
+    args = record[at : at + 16 * count]
+    if len(args) != 16 * count:
+        raise ValueError("truncated argument digests")
+    return created if flags & _CREATED else None, code, args, record[at + 16 * count :]
 
 
-def _argument_rows(blob: bytes, params: Any, record: bytes) -> builtins.list[tuple[Any, ...]]:
-    """The ``args`` index rows of the record under ``blob``."""
-    digests = _argument_digests(record)
+def _argument_rows(blob: bytes, record: bytes, params: Any = None) -> builtins.list[Any]:
+    """The ``args`` index rows of the record under ``blob`` (``params``: its parameter names,
+    read from the record when not given)."""
+    _, _, digests, text = _split(record)
+    if params is None:
+        params = json.loads(text)[3]
     return [(p, digests[16 * i : 16 * i + 16], blob) for i, p in enumerate(params)]
 
 
@@ -682,21 +700,21 @@ def _call_from_row(key: Digest, row: tuple[Any, ...]) -> DigestedCall:
     try:
         if _checksum(bytes.fromhex(key), result, record) != checksum:
             raise IntegrityError(f"call record {key}: checksum mismatch (corrupt or truncated)")
-        args = _argument_digests(record)
-        r_name, r_module, r_version, params, metadata, code_digest = json.loads(
-            record[2 + len(args) :]
-        )
+        created, code, args, text = _split(record)
+        r_name, r_module, r_version, params, metadata, code_digest = json.loads(text)
         if len(args) != 16 * len(params):
             raise ValueError("argument digests do not match the parameters")
         if (r_name, r_module, r_version) != (name, module, version):
             raise ValueError("its indexed columns differ from the record")
+        if created is not None:
+            metadata["fleche"]["created"] = created
         return DigestedCall(
             name,
             {p: Digest(args[16 * i : 16 * i + 16].hex()) for i, p in enumerate(params)},
             metadata,
             module,
             None if version is None else json.loads(version),
-            code_digest,
+            Digest(code.hex()) if code is not None else code_digest,
             NO_RESULT if result is None else Digest(result.hex()),
         )
     except IntegrityError:
@@ -726,17 +744,15 @@ class EmbeddedCallBackend(EmbeddedBackend):
             self._execute(_REPLACE_CALL, (blob, *row))
         except sqlite3.Error as e:
             _raise_save_error(e, f"cannot use {self._db.path}")
-        self._execute_many(_INSERT_ARGUMENTS, _argument_rows(blob, value.arguments, row[4]))
+        self._execute_many(_INSERT_ARGUMENTS, _argument_rows(blob, row[4], value.arguments))
 
     def _unindex(self, blob: bytes) -> bool:
         """Drop the argument rows of the record under ``blob``; False when there is none."""
         row = self._execute("SELECT record FROM calls WHERE key = ?", (blob,)).fetchone()
         if row is None:
             return False
-        (record,) = row
         try:  # no checksum needed: these rows only narrow queries, which re-check every record
-            params = json.loads(record[2 + len(_argument_digests(record)) :])[3]
-            rows = _argument_rows(blob, params, record)
+            rows = _argument_rows(blob, row[0])
         except (ValueError, KeyError, TypeError, IndexError, struct.error):
             return True  # an unreadable record leaves stale rows behind; harmless, as said
         self._execute_many("DELETE FROM args WHERE param = ? AND value = ? AND call = ?", rows)
@@ -914,7 +930,7 @@ class CallEmbedded(CallMixin, FileKeyLockMixin, EmbeddedCallBackend):
                 present.add(blob)
                 row = _call_row(key, record)
                 rows.append((blob, *row))
-                arguments += _argument_rows(blob, record.arguments, row[4])
+                arguments += _argument_rows(blob, row[4], record.arguments)
             self._execute_many(_INSERT_CALL, rows)
             self._execute_many(_INSERT_ARGUMENTS, arguments)
 
