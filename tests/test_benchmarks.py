@@ -163,3 +163,34 @@ def test_scale_targets_are_judged_at_the_size_they_name_when_a_run_goes_further(
     assert query["status"] == "PASS" and "embedded 1.00 ms" in query["measured"]
     footprint = next(v for (w, t), v in found.items() if w == "W5" and "MiB" in t)
     assert "for 100,000 calls" in footprint["measured"]
+
+
+def test_w1_runs_the_compared_subjects_in_several_processes_in_rounds() -> None:
+    from benchmarks.runner import plan
+
+    tasks = plan(MODES["quick"], ["W1"], ["fleche-embedded", "joblib", "diskcache"], [])
+    assert [(t, s, p.get("process")) for t, s, p in tasks] == [
+        ("W1", "fleche-embedded", None),
+        ("W1", "joblib", None),
+        ("W1", "diskcache", None),
+        ("W1", "fleche-embedded", 2),
+        ("W1", "diskcache", 2),
+        ("W1", "fleche-embedded", 3),
+        ("W1", "diskcache", 3),
+    ]
+    assert len(plan(MODES["smoke"], ["W1"], ["fleche-embedded", "diskcache"], [])) == 2
+
+
+def test_the_median_process_counts_and_failed_ones_are_left_out() -> None:
+    from benchmarks.runner import median_process
+
+    def hit(us: float) -> dict:
+        return {"hit_us": {"median": us, "samples": [us]}, "worker_s": 1.0}
+
+    chosen = median_process([hit(30.0), {"error": "boom", "worker_s": 1.0}, hit(19.0), hit(21.0)],
+                            "hit_us")  # fmt: skip
+    assert chosen["hit_us"]["median"] == 21.0  # of 19, 21, 30
+    assert chosen["process_medians"] == [30.0, 19.0, 21.0]
+    assert chosen["worker_s"] == 4.0
+    assert median_process([hit(5.0), hit(9.0)], "hit_us")["hit_us"]["median"] == 5.0
+    assert median_process([{"error": "boom"}], "hit_us") == {"error": "boom"}
