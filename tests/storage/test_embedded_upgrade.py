@@ -123,3 +123,22 @@ def test_a_newer_layout_is_refused(old_cache: Path) -> None:
         conn.execute("UPDATE meta SET value = '99' WHERE name = 'layout'")
     with pytest.raises(ConfigError, match="layout version 99"):
         resolve_cache(str(old_cache))
+
+
+def test_processes_opening_a_layout_1_cache_at_once_upgrade_it_once(old_cache: Path) -> None:
+    import subprocess
+    import sys
+
+    reader = (
+        "import sys; from fleche.config import resolve_cache; c = resolve_cache(sys.argv[1]); "
+        "print(sum(c._lookup(k) is not None for k in c.list()))"
+    )
+    command = [sys.executable, "-c", reader, str(old_cache)]
+    children = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    outputs = [child.communicate(timeout=120) for child in children]
+    assert [child.returncode for child in children] == [0] * 4, outputs
+    assert [out.strip() for out, _ in outputs] == [str(len(STORED))] * 4
+    assert _layout(old_cache) == LAYOUT_VERSION
