@@ -46,7 +46,7 @@ from ..errors import ConfigError, FlecheWarning, IntegrityError, SaveError
 from . import _files
 from ._files import OPS, FileOps, key_path, make_dirs, read_file, write_frame
 from .base import NULL_CONTEXT, BatchScope, CallMixin, Intent, StorageBackend, check_key
-from .embedded_upgrade import upgrade
+from .embedded_upgrade import call_from_parts, upgrade
 from .filesystem import DirectoryOptions, FileKeyLockMixin, SaveOnceMixin, _rebuild
 from .serialize import Codec, Frame
 
@@ -706,17 +706,9 @@ def _call_from_row(key: Digest, row: tuple[Any, ...]) -> DigestedCall:
             raise ValueError("argument digests do not match the parameters")
         if (r_name, r_module, r_version) != (name, module, version):
             raise ValueError("its indexed columns differ from the record")
-        if created is not None:
-            metadata["fleche"]["created"] = created
-        return DigestedCall(
-            name,
-            {p: Digest(args[16 * i : 16 * i + 16].hex()) for i, p in enumerate(params)},
-            metadata,
-            module,
-            None if version is None else json.loads(version),
-            Digest(code.hex()) if code is not None else code_digest,
-            NO_RESULT if result is None else Digest(result.hex()),
-        )
+        code_text = Digest(code.hex()) if code is not None else code_digest
+        return call_from_parts(name, module, version, result, params, args, metadata, created,
+                               code_text)  # fmt: skip
     except IntegrityError:
         raise
     except (ValueError, TypeError, KeyError, struct.error) as e:

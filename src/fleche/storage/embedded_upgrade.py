@@ -22,7 +22,7 @@ from ..call import NO_RESULT, DigestedCall
 from ..digest import Digest
 from ..errors import CorruptEntryWarning
 
-__all__ = ["upgrade"]
+__all__ = ["call_from_parts", "upgrade"]
 
 log = logging.getLogger(__name__)
 
@@ -99,16 +99,25 @@ def _layout_1_call(key: str, row: tuple[Any, ...]) -> DigestedCall | None:
         params, metadata, code_digest = json.loads(extra)
         if len(args) != 16 * len(params):
             return None
-        if created is not None:
-            metadata["fleche"]["created"] = created
-        return DigestedCall(
-            name,
-            {p: Digest(args[16 * i : 16 * i + 16].hex()) for i, p in enumerate(params)},
-            metadata,
-            module,
-            None if version is None else json.loads(version),
-            code_digest,
-            NO_RESULT if result is None else Digest(result.hex()),
-        )
+        return call_from_parts(name, module, version, result, params, args, metadata, created,
+                               code_digest)  # fmt: skip
     except (ValueError, TypeError, KeyError, AttributeError):
         return None
+
+
+def call_from_parts(name: str, module: str | None, version: str | None, result: bytes | None,
+                    params: list[str], args: bytes, metadata: dict[str, Any],
+                    created: float | None, code_digest: str | None) -> DigestedCall:  # fmt: skip
+    """The record a row holds, in any layout: ``version`` as JSON text, ``args`` and ``result``
+    as 16-byte digests, ``created`` (kept apart from ``metadata.fleche``) put back."""
+    if created is not None:
+        metadata["fleche"]["created"] = created
+    return DigestedCall(
+        name,
+        {p: Digest(args[16 * i : 16 * i + 16].hex()) for i, p in enumerate(params)},
+        metadata,
+        module,
+        None if version is None else json.loads(version),
+        code_digest,
+        NO_RESULT if result is None else Digest(result.hex()),
+    )
