@@ -142,3 +142,11 @@ def test_processes_opening_a_layout_1_cache_at_once_upgrade_it_once(old_cache: P
     assert [child.returncode for child in children] == [0] * 4, outputs
     assert [out.strip() for out, _ in outputs] == [str(len(STORED))] * 4
     assert _layout(old_cache) == LAYOUT_VERSION
+
+
+def test_a_layout_1_cache_of_another_digest_scheme_names_the_scheme(old_cache: Path) -> None:
+    with sqlite3.connect(old_cache / "fleche.db") as conn:
+        conn.execute("UPDATE meta SET value = '0' WHERE name = 'digest_scheme'")
+    with pytest.raises(ConfigError, match="digest scheme 0"):
+        resolve_cache(str(old_cache))
+    assert _layout(old_cache) == "1"  # not upgraded: nothing this fleche could read

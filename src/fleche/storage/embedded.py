@@ -67,9 +67,10 @@ DEFAULT_THRESHOLD = 32 * 1024
 LAYOUT_VERSION = "2"  # 1: the record in seven checksummed columns (upgraded when opened)
 BUSY_TIMEOUT = 60.0
 # Pages the WAL may hold before a checkpoint copies them into the database (8 MiB). Each
-# checkpoint ends in an fsync of the database; a miss dirties about six scattered pages, so with
-# SQLite's default of 1,000 pages a checkpoint came every ~150 misses and cost about a quarter
-# of each (on average, 63 µs of a commit). The WAL file is cut back to this size when it restarts, should readers have let it grow.
+# checkpoint ends in fsyncs of the WAL and the database; a miss dirties about nine scattered
+# pages, so with SQLite's default of 1,000 pages a checkpoint came every ~110 misses and cost
+# about a quarter of each (see docs/performance.md, W2). The WAL file is cut back to this size
+# when it restarts, should readers have let it grow.
 WAL_PAGES = 2000
 # SQLite's page cache per connection (KiB; SQLite's default is 2 MiB). At 100,000 calls (48 MiB)
 # a hit's B-tree pages no longer fitted in 2 MiB and came from the OS through a pread each: a hit
@@ -240,16 +241,16 @@ class Database:
                     meta["layout"] = LAYOUT_VERSION
         except sqlite3.DatabaseError as e:
             raise ConfigError(f"{self.path} is not a usable fleche database ({e})") from e
-        if meta.get("layout") != LAYOUT_VERSION:
-            raise ConfigError(
-                f"{self.path} has layout version {meta.get('layout')}; this fleche reads "
-                f"version {LAYOUT_VERSION}"
-            )
         if meta.get("digest_scheme") != str(SCHEME_VERSION):
             raise ConfigError(
                 f"the cache in {self.root} was written with digest scheme "
                 f"{meta.get('digest_scheme')}, but this fleche uses digest scheme "
                 f"{SCHEME_VERSION}; use another directory"
+            )
+        if meta.get("layout") != LAYOUT_VERSION:
+            raise ConfigError(
+                f"{self.path} has layout version {meta.get('layout')}; this fleche reads "
+                f"version {LAYOUT_VERSION}"
             )
 
     # --- transactions -------------------------------------------------------------------------
