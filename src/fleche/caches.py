@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +103,8 @@ class BaseCache:
 
     hits: int = 0
     misses: int = 0
+    # a miss's writes in one go, when the storages offer it (see ``Cache._readers``)
+    _write_call: Callable[..., Exception | None] | None = None
 
     # --- the contract -----------------------------------------------------------------------------
     def save(self, call: Call) -> Digest:
@@ -369,12 +371,19 @@ class Cache(BaseCache):
         self._read_value = _fast_reader(self.values)
         joint = getattr(self.calls, "_joint_reader", None)  # record and value in one read
         self._read_result = joint(self.values) if joint is not None else None
+        writer = getattr(self.calls, "_joint_writer", None)  # a miss's rows in a few statements
+        plain = all(
+            getattr(type(self), name) is getattr(Cache, name)
+            for name in ("_store_value", "_store_record", "_operation_context")
+        )
+        self._write_call = writer(self.values) if writer is not None and plain else None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_read_record", None)
         state.pop("_read_value", None)
         state.pop("_read_result", None)
+        state.pop("_write_call", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -574,8 +583,15 @@ def save_call(
     a full disk, a lost connection): the caller still gets its result, nothing is recorded then.
     """
     *arguments, (result_key, result) = values
+    joint = cache._write_call
     try:
         with cache._operation_context(key, intent=Intent.WRITE):
+            if joint is not None:  # the storages write it all at once (same checks, same order)
+                error = joint(key, record, arguments if store_arguments else (), result_key, result)
+                if error is not None:
+                    _unstorable(record, error)
+                    return False
+                return True
             if store_arguments:
                 for value_key, value in arguments:
                     try:

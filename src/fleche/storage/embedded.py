@@ -313,7 +313,8 @@ class Database:
                     after.clear()
                     _raise_save_error(e, f"cannot commit to {self.path}")
             else:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # a full disk (and other errors) rolled it back already
+                    conn.execute("ROLLBACK")
                 after.clear()
         finally:
             self._writer.release()
@@ -796,6 +797,46 @@ class EmbeddedCallBackend(EmbeddedBackend):
 
         return read
 
+    def _joint_writer(self, values: Any) -> Callable[..., Exception | None] | None:
+        """A miss's writes in a few statements when ``values`` is a plain :class:`ValueEmbedded`
+        on the same database (see ``caches.save_call``): the small values in one upsert, then
+        the record. Every frame is made before any row is written, so a result that cannot be
+        serialised leaves nothing behind. The caller holds the key's WRITE context (its locks
+        and the transaction)."""
+        if (
+            type(values).save is not ValueEmbedded.save
+            or type(values)._save_large is not ValueEmbedded._save_large
+            or type(self)._put is not EmbeddedCallBackend._put
+            or values._db is not self._db
+        ):
+            return None  # a subclass that changes how entries are written keeps its own path
+        codec, threshold, upsert = values.codec, values.threshold, values._upsert_inline
+        put = self._put
+
+        def write(key: Digest, record: DigestedCall, arguments: Sequence[tuple[Digest, Any]],
+                  result_key: Digest, result: Any) -> Exception | None:  # fmt: skip
+            framed = []
+            for value_key, value in arguments:
+                try:
+                    framed.append((value_key, value, codec.frame(value_key, value)))
+                except (SaveError, TypeError, ValueError, AttributeError) as e:
+                    log.debug("argument %s stored by digest only: %s", value_key, e)
+            try:
+                framed.append((result_key, result, codec.frame(result_key, result)))
+            except Exception as e:  # any serialiser failure: reported by the caller
+                return e
+            now, rows = time.time(), []
+            for value_key, value, frame in framed:
+                if frame.nbytes <= threshold:
+                    rows.append((bytes.fromhex(value_key), b"".join(frame.parts()), now))
+                else:
+                    values._save_large(value_key, value, frame)
+            self._execute_many(upsert, rows)
+            put(key, record)
+            return None
+
+        return write
+
     def _decode(self, key: Digest, row: tuple[Any, ...]) -> DigestedCall:
         try:
             return _call_from_row(key, row)
@@ -878,10 +919,16 @@ class ValueEmbedded(SaveOnceMixin, EmbeddedBackend):
             if frame.nbytes <= self.threshold:  # one statement, not a look then a write
                 row = (bytes.fromhex(key), b"".join(frame.parts()), time.time())
                 self._execute(self._upsert_inline, row)
-            elif not self._touch(key):  # a large value's file is written only when new
-                row = self._value_row(key, bytes.fromhex(key), value, frame)  # the frame made above
-                self._execute("INSERT INTO vals VALUES (?, ?, ?, ?)", row)
+            else:
+                self._save_large(key, value, frame)
         return key
+
+    def _save_large(self, key: Digest, value: Any, frame: Frame) -> None:
+        """A value above the threshold, in the open transaction: its file is written only when
+        it is new (a stored one is touched)."""
+        if not self._touch(key):
+            row = self._value_row(key, bytes.fromhex(key), value, frame)  # the frame made above
+            self._execute("INSERT INTO vals VALUES (?, ?, ?, ?)", row)
 
     def _save_many(self, items: builtins.list[tuple[Digest, Any]]) -> None:
         """Many values in one transaction (a batch's): one look for those already stored, which
