@@ -523,6 +523,81 @@ def test_corrupt_value_is_a_warned_miss_and_removed(sql: Any) -> None:
     assert key not in sql.raw_keys(values)
 
 
+@fleche.fleche
+def _sized(n: int) -> bytes:
+    return bytes([n % 256]) * n
+
+
+def test_a_hit_is_one_statement_and_reads_every_size(sql: Any) -> None:
+    """The record joined to its value's first chunk; a value of several chunks is read whole."""
+    store = sql.cache()
+    assert store._read_result is not None
+    sizes = [0, 10, CHUNK_SIZE - 64, CHUNK_SIZE, 2 * CHUNK_SIZE + 5]
+    with fleche.cache(store):
+        for n in sizes:
+            assert _sized(n) == bytes([n % 256]) * n
+        counts = []
+        for n in sizes:
+            with statements(store.calls._db.engine) as seen:
+                assert _sized(n) == bytes([n % 256]) * n
+            counts.append(len(seen))
+        assert (store.hits, store.misses) == (len(sizes), len(sizes))
+    assert counts[:3] == [1, 1, 1]  # below a chunk: the joined read alone
+    assert all(count > 1 for count in counts[3:])  # a chunk or more: the value's own reads too
+
+
+def _damage_call(store: Any, sql_text: str, key: str) -> None:
+    execute(store.calls, sql_text, k=key)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "UPDATE {t} SET record = REPLACE(record, '\"_sized\"', '\"other\"') WHERE {key} = :k",
+        "UPDATE {t} SET checksum = checksum + 1 WHERE {key} = :k",
+        "UPDATE {t} SET result = NULL WHERE {key} = :k",
+    ],
+    ids=["record", "checksum", "result-column"],
+)
+def test_a_damaged_record_on_the_hit_path_is_a_warned_miss(sql: Any, damage: str) -> None:
+    store = sql.cache()
+    with fleche.cache(store):
+        _sized(7)
+        key = _sized.digest(7)
+        _damage_call(store, damage, key)
+        with pytest.warns(CorruptEntryWarning, match=key):
+            assert _sized(7) == bytes([7]) * 7  # recomputed
+        assert _sized.contains(7) and store.misses == 2
+
+
+def test_a_result_column_naming_another_value_is_never_served(sql: Any) -> None:
+    """The join follows the ``result`` column, which the record's checksum does not cover: it is
+    compared with the record, so a row pointing at another stored value is a miss, not a wrong
+    result."""
+    store = sql.cache()
+    with fleche.cache(store):
+        _sized(7), _sized(8)
+        other = digest(bytes([8]) * 8)
+        execute(store.calls, "UPDATE {t} SET result = :r WHERE {key} = :k",
+                r=other, k=_sized.digest(7))  # fmt: skip
+        with pytest.warns(CorruptEntryWarning, match="result column"):
+            assert _sized(7) == bytes([7]) * 7
+
+
+def test_a_torn_or_missing_value_on_the_hit_path_is_a_miss(sql: Any) -> None:
+    store = sql.cache()
+    with fleche.cache(store):
+        _sized(9), _sized(10)
+        torn, gone = digest(bytes([9]) * 9), digest(bytes([10]) * 10)
+        execute(store.values, "UPDATE {t} SET data = :d WHERE {key} = :k", d=b"torn", k=torn)
+        execute(store.values, "DELETE FROM {t} WHERE {key} = :k", k=gone)
+        with pytest.warns(CorruptEntryWarning, match=torn):
+            assert _sized(9) == bytes([9]) * 9
+        assert _sized(10) == bytes([10]) * 10  # its value is gone: a plain miss
+        assert _sized(9) == bytes([9]) * 9 and _sized(10) == bytes([10]) * 10
+        assert store.hits == 2
+
+
 # --- schema versions -----------------------------------------------------------------------------
 def test_another_digest_scheme_or_a_newer_schema_is_refused(sql: Any) -> None:
     calls = sql.call_storage()
