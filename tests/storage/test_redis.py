@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import fleche
 from fleche.call import Call, DigestedCall, QueryCall
 from fleche.digest import SCHEME_VERSION, Digest, digest
 from fleche.errors import (
@@ -379,6 +380,65 @@ def test_corrupt_call_record_is_a_warned_miss_and_unindexed(rh: RedisHarness) ->
     with pytest.warns(CorruptEntryWarning):
         assert dict(storage.query(QueryCall("f"))) == {}
     assert rh.raw.keys(storage._space + "*") == []
+
+
+@fleche.fleche
+def _sized(n: int) -> bytes:
+    return bytes([n % 256]) * n
+
+
+def _round_trips(rh: RedisHarness, monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """Commands the hit path sends on its own connections (the pool's are not used by a hit)."""
+    sent: list[tuple] = []
+    command = redis_storage.RedisConnection._command
+
+    def counted(self: Any, args: tuple) -> Any:
+        sent.append(args)
+        return command(self, args)
+
+    monkeypatch.setattr(redis_storage.RedisConnection, "_command", counted)
+    return sent
+
+
+def test_a_hit_is_one_round_trip_and_reads_every_size(rh: RedisHarness, monkeypatch) -> None:
+    store = rh.cache()
+    sizes = [0, 10, LARGE - 64, 2 * LARGE]
+    with fleche.cache(store):
+        for n in sizes:
+            assert _sized(n) == bytes([n % 256]) * n
+        sent = _round_trips(rh, monkeypatch)
+        for n in sizes[:3]:
+            assert _sized(n) == bytes([n % 256]) * n
+        assert [args[0] for args in sent] == ["EVALSHA"] * 3
+        assert _sized(2 * LARGE) == bytes([0]) * (2 * LARGE)  # the head, then the pieces
+        assert (store.hits, store.misses) == (4, 4)
+
+
+def test_a_hit_survives_a_flush_of_the_servers_scripts(rh: RedisHarness) -> None:
+    store = rh.cache()
+    with fleche.cache(store):
+        _sized(5)
+        rh.raw.script_flush()
+        assert _sized(5) == bytes([5]) * 5 and store.hits == 1
+
+
+def test_a_damaged_record_or_value_on_the_hit_path_is_a_miss(rh: RedisHarness) -> None:
+    store = rh.cache()
+    calls, values = store.calls, store.values
+    with fleche.cache(store):
+        _sized(1), _sized(2), _sized(3)
+        rh.raw.set(calls._space + _sized.digest(1), b"FLC1" + b"\0" * 8 + b"not json")
+        record = bytearray(rh.raw.get(calls._space + _sized.digest(2)))
+        record[-3] ^= 0x01  # still JSON, no longer its checksum
+        rh.raw.set(calls._space + _sized.digest(2), bytes(record))
+        rh.raw.delete(values._space + digest(bytes([3]) * 3))
+        for n in (1, 2):
+            with pytest.warns(CorruptEntryWarning, match=_sized.digest(n)):
+                assert _sized(n) == bytes([n]) * n
+        assert _sized(3) == bytes([3]) * 3  # its value is gone: a plain miss
+        assert (store.hits, store.misses) == (0, 6)
+        assert [_sized(n) for n in (1, 2, 3)] == [bytes([n]) * n for n in (1, 2, 3)]
+        assert store.hits == 3
 
 
 class Evil:

@@ -55,7 +55,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._urls import masked
 from ..caches import Cache
-from ..call import DigestedCall
+from ..call import NO_RESULT, DigestedCall
 from ..digest import SCHEME_VERSION, Digest
 from ..errors import (
     ConfigError,
@@ -94,6 +94,16 @@ _RELEASE = (
 )
 _RENEW = """if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"""
+# A hit in one round trip: the record, and the first ARGV[2] bytes of the value its JSON (after the
+# 12-byte magic and checksum) names under the value space ARGV[1]. Python checks the record
+# before it uses the value; a record that is not JSON comes back alone.
+_HIT = """local record = redis.call('GET', KEYS[1])
+if not record then return false end
+local ok, decoded = pcall(cjson.decode, string.sub(record, 13))
+if ok and type(decoded) == 'table' and type(decoded['result']) == 'string' then
+  return {record, redis.call('GETRANGE', ARGV[1] .. decoded['result'], 0, ARGV[2])}
+end
+return {record, ''}"""
 
 
 def _import_redis() -> Any:
@@ -287,11 +297,13 @@ class RedisConnection:
         self.server = server
         self.client: Any = redis.Redis.from_url(server)
         self._transient = (redis.ConnectionError, redis.TimeoutError)
+        self._no_script = redis.exceptions.NoScriptError
         self.put_call = self.client.register_script(PUT_CALL)
         self.commit_value = self.client.register_script(COMMIT)
         self.remove = self.client.register_script(REMOVE)
         self.release = self.client.register_script(_RELEASE)
         self.renew = self.client.register_script(_RENEW)
+        self.hit_script = self.client.register_script(_HIT)
         self.checked: set[str] = set()
         self._fresh()
 
@@ -310,17 +322,33 @@ class RedisConnection:
         command: tuple[Any, ...] = (
             ("GET", name) if limit is None else ("GETRANGE", name, 0, limit - 1)
         )
+        return self._command(command) or None  # GETRANGE gives b"" for a missing key
+
+    def hit(self, record: str, values: str, limit: int) -> tuple[bytes, bytes | None] | None:
+        """The record under ``record`` and the first ``limit`` bytes of the value it names in the
+        ``values`` space (None when that is missing), in one round trip (``_HIT``)."""
+        script = self.hit_script
+        command = ("EVALSHA", script.sha, 1, record, values, limit - 1)
+        try:
+            found = self._command(command)
+        except self._no_script:  # the server restarted or flushed its scripts: load it again
+            self.client.script_load(script.script)
+            found = self._command(command)
+        if not found:
+            return None
+        return found[0], found[1] or None
+
+    def _command(self, command: tuple[Any, ...]) -> Any:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             pool = self.client.connection_pool
             conn = self._local.conn = pool.connection_class(**pool.connection_kwargs)
         try:
             conn.send_command(*command)
-            data = conn.read_response()
+            return conn.read_response()
         except self._transient:
             conn.disconnect()  # reconnects on its next use; this read goes through the pool
-            data = self.client.execute_command(*command)
-        return data or None  # GETRANGE gives b"" for a missing key; no entry is empty
+            return self.client.execute_command(*command)
 
     def check_scheme(self, prefix: str) -> None:
         """Record the digest scheme under ``P:meta`` or check the one recorded there."""
@@ -435,11 +463,13 @@ class RedisBackend(UrlIdentity, SortedIndexMixin, StorageBackend):
         return {key for key, found in zip(keys, pipe.execute(), strict=True) if found}
 
     def _get(self, key: Digest) -> Any:
-        name = self._space + key
-        data: bytes | bytearray | None = self._conn.get(name, LARGE + 1)
+        return self._load(key, self._conn.get(self._space + key, LARGE + 1))
+
+    def _load(self, key: Digest, data: bytes | bytearray | None) -> Any:
+        """The value whose first ``LARGE + 1`` bytes are ``data`` (None: not stored)."""
         if data is not None and len(data) > LARGE:  # read again, in pieces, into one buffer
             data = None  # the first bytes are not kept meanwhile
-            data = read_frame(self._conn.client, name)
+            data = read_frame(self._conn.client, self._space + key)
         elif data is not None and data[5:9] != _NO_BUFFERS:  # out-of-band buffers load writable
             data = bytearray(data)
         if data is None:
@@ -478,6 +508,28 @@ class RedisCallBackend(CallIndexMixin, RedisBackend):
 
     def _process_lock(self, key: str) -> RedisLock:
         return RedisLock(self._conn, f"{self._space}lock:{key}", self.lease, self.lock_timeout)
+
+    def _joint_reader(self, values: Any) -> Any:
+        """A hit in one round trip, not two, when ``values`` is a Redis value store on the same
+        server (see ``Cache``): a script returns the record and the head of the value it names;
+        the record is checked (checksum, digests) before the value is used."""
+        if (
+            not isinstance(values, RedisBackend)
+            or values.options.server != self.options.server
+            or type(values)._get is not RedisBackend._get
+        ):
+            return None
+
+        def read(key: Digest) -> Any:
+            found = self._conn.hit(self._space + key, values._space, LARGE + 1)
+            if found is None:
+                raise KeyError(key)
+            record = self._decode(key, found[0])
+            if record.result is NO_RESULT:
+                raise KeyError(key)
+            return values._load(Digest(record.result), found[1])
+
+        return read
 
     def _try_process_locks(self, keys: builtins.list[str]) -> dict[str, Any]:
         """Every free key's lock in one pipeline of ``SET NX PX``."""
