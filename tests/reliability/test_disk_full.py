@@ -65,6 +65,10 @@ class FailAt(FileOps):
         self._tick("open_temp")
         return super().open_temp(path, mode)
 
+    def preallocate(self, fd: int, size: int) -> None:
+        self._tick("preallocate")
+        super().preallocate(fd, size)
+
     def write(self, fd: int, data: bytes | memoryview) -> None:
         self._tick("write")
         super().write(fd, data)
@@ -126,6 +130,7 @@ def test_a_failed_file_write_at_any_step_keeps_the_store_whole(
 ) -> None:
     if hashing == "while":  # the path of large values: checksum on a thread, header written last
         monkeypatch.setattr(_files, "_HASH_WHILE_WRITING", 0)
+        monkeypatch.setattr(_files, "PREALLOCATE_FROM", 0)  # and their space reserved first
     harness = HARNESSES[kind](tmp_path)
     store = harness.cache(**({"durable": 1} if durable else {}))
     root = store.values.root

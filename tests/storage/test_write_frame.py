@@ -115,3 +115,36 @@ def test_a_checksum_that_fails_on_its_thread_is_a_save_error(tmp_path, monkeypat
     with pytest.raises(SaveError, match="no room to hash"):
         write_frame(path, Codec().frame(KEY, big_array()))
     assert os.listdir(tmp_path) == []
+
+
+class Recording(FileOps):
+    def __init__(self) -> None:
+        self.reserved: list[int] = []
+
+    def preallocate(self, fd: int, size: int) -> None:
+        self.reserved.append(size)
+        super().preallocate(fd, size)
+
+
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned", "signed"])
+def test_a_large_frame_reserves_its_exact_size_first(tmp_path, signed) -> None:
+    codec, value = Codec(SECRET if signed else None), big_array()
+    frame, ops = codec.frame(KEY, value), Recording()
+    path = str(tmp_path / "v")
+    write_frame(path, frame, ops=ops)
+    assert ops.reserved == [frame.nbytes] == [os.path.getsize(path)]  # no slack left behind
+    assert codec.loads(KEY, read_file(path)).tolist() == value.tolist()
+
+
+def test_a_small_frame_is_written_without_reserving(tmp_path) -> None:
+    ops = Recording()
+    write_frame(str(tmp_path / "v"), Codec().frame(KEY, b"x" * 1000), ops=ops)
+    assert ops.reserved == []
+
+
+def test_without_fallocate_a_large_frame_is_still_written(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(_files, "_fallocate", lambda: None)  # not Linux, or no such call
+    codec, value = Codec(), big_array()
+    path = str(tmp_path / "v")
+    write_frame(path, codec.frame(KEY, value))
+    assert codec.loads(KEY, read_file(path)).tolist() == value.tolist()

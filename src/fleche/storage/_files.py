@@ -10,9 +10,11 @@ an explicit ``mode`` overrides it.
 from __future__ import annotations
 
 import errno
+import functools
 import itertools
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -133,6 +135,15 @@ class FileOps:
                 written = os.write(fd, view)
             view, offset = view[written:], offset + written
 
+    def preallocate(self, fd: int, size: int) -> None:
+        """Reserve ``size`` bytes of disk for a large file before it is written, as ``np.save``
+        does: on ext4 a 100 MB write then took 16 ms instead of 22 (W4). Best effort: where
+        the call or the filesystem lacks it nothing happens, and the write itself reports a
+        full disk."""
+        fallocate = _fallocate()
+        if fallocate is not None:
+            fallocate(fd, _FALLOC_FL_KEEP_SIZE, 0, size)  # its errors are the write's to report
+
     def fsync(self, fd: int) -> None:
         os.fsync(fd)
 
@@ -155,6 +166,25 @@ class FileOps:
 
 
 OPS = FileOps()
+PREALLOCATE_FROM = 1 << 20  # bytes: smaller files are written without reserving their space first
+_FALLOC_FL_KEEP_SIZE = 1  # reserve blocks without changing the file's size (Linux)
+
+
+@functools.cache
+def _fallocate() -> Callable[[int, int, int, int], int] | None:
+    """Linux's ``fallocate(2)`` through ctypes (the os module has only ``posix_fallocate``,
+    which glibc emulates by writing every block where the filesystem lacks it)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        function = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+    function.restype = ctypes.c_int
+    return function
 
 
 def write_atomic(
@@ -165,14 +195,16 @@ def write_atomic(
     mode: int | None = None,
     ops: FileOps = OPS,
     header: Callable[[], bytes] | None = None,
+    size: int | None = None,
 ) -> None:
     """Write ``parts`` in order to a temp file, then rename it over ``path``.
 
     A reader sees the old file or the whole new one, never a part. With ``durable`` the file and
     its directory are fsynced. ``header``, when given, is called once every part is written, and
-    what it returns is written over the start of the file (a checksum known only then). Raises
-    ``SaveError`` (an ``OSError`` keeping the errno) on failure, leaving no temp file; a failure
-    of the final directory fsync leaves the complete new file.
+    what it returns is written over the start of the file (a checksum known only then). ``size``
+    (the bytes of all parts), when it is ``PREALLOCATE_FROM`` or more, is reserved on disk first.
+    Raises ``SaveError`` (an ``OSError`` keeping the errno) on failure, leaving no temp file; a
+    failure of the final directory fsync leaves the complete new file.
     """
     try:
         try:
@@ -182,6 +214,8 @@ def write_atomic(
             fd, temp = ops.open_temp(path, mode)
         try:
             try:
+                if size is not None and size >= PREALLOCATE_FROM:
+                    ops.preallocate(fd, size)
                 for part in parts:
                     ops.write(fd, part)
                 if header is not None:
@@ -215,12 +249,13 @@ def write_frame(
     thread while its bytes are written, and its header goes in last: hashing and writing take
     the time of the slower of the two, not of both (a 100 MB array: 6 ms of xxh3, 25 of write)."""
     if frame.signed or frame.nbytes < _HASH_WHILE_WRITING:
-        write_atomic(path, frame.parts(), durable=durable, mode=mode, ops=ops)
+        write_atomic(path, frame.parts(), durable=durable, mode=mode, ops=ops, size=frame.nbytes)
         return
     checksum = frame.checksum_in_background()
     try:
         parts = [frame.head, *frame.body]  # the head's checksum is still zero here
-        write_atomic(path, parts, durable=durable, mode=mode, ops=ops, header=checksum.head)
+        write_atomic(path, parts, durable=durable, mode=mode, ops=ops, header=checksum.head,
+                     size=frame.nbytes)  # fmt: skip
     finally:
         checksum.join()
 
