@@ -231,14 +231,20 @@ class SqlBackend(SqlStore):
         rows = self._db.fetch(self._sql_head, (key,))
         if not rows:
             raise KeyError(key)
+        if len(rows) == 1:
+            return self._load_chunk(key, rows[0][1])
+        del rows
         try:
-            if len(rows) == 1:
-                frame = rows[0][1]
-                if frame[5:9] != _NO_BUFFERS:  # out-of-band buffers (arrays) load writable
-                    frame = bytearray(frame)
-            else:
-                del rows
-                frame = self._db.read(partial(self._read_chunks, key))
+            frame = self._db.read(partial(self._read_chunks, key))
+            return self.codec.loads(key, frame)
+        except IntegrityError as e:
+            raise self._corrupt(key, e) from e
+
+    def _load_chunk(self, key: Digest, frame: bytes) -> Any:
+        """The value whose whole frame is one chunk (``_get``, and the joined read of a hit)."""
+        if frame[5:9] != _NO_BUFFERS:  # out-of-band buffers (arrays) load writable
+            frame = bytearray(frame)  # type: ignore[assignment]
+        try:
             return self.codec.loads(key, frame)
         except IntegrityError as e:
             raise self._corrupt(key, e) from e
@@ -265,55 +271,6 @@ class SqlBackend(SqlStore):
         if expected != last:
             raise IntegrityError(f"value {key}: chunk {expected} is missing")
         return frame
-
-    def _joint_reader(self, values: Any) -> Callable[[Digest], Any] | None:
-        """A hit in one statement, not two round trips, when ``values`` is an SQL value store in
-        the same database (see ``Cache``): the record joined to its value's first chunk. The
-        record's checksum is verified and its result compared with the column the join used; a
-        value of several chunks (or none) is read by the value store's own path."""
-        if (
-            not isinstance(values, SqlBackend)
-            or values._db is not self._db
-            or type(values)._get is not SqlBackend._get
-        ):
-            return None
-        c, v = self.tables.calls, values.tables.values
-        first = c.outerjoin(v, sa.and_(v.c.key == c.c.result, v.c.chunk == _ZERO))
-        statement = (
-            sa.select(c.c.record, c.c.checksum, c.c.result, v.c.data)
-            .select_from(first)
-            .where(c.c.key == sa.bindparam("key", type_=sa.String))
-        )
-        sql, db, codec = compile_positional(self._db, statement, "key"), self._db, values.codec
-
-        def read(key: Digest) -> Any:
-            rows = db.fetch(sql, (key,))
-            if not rows:
-                raise KeyError(key)
-            record, checksum, result, frame = rows[0]
-            try:
-                if _signed(record_checksum(key, record.encode())) != checksum:
-                    raise IntegrityError(f"call record {key}: checksum mismatch")
-                if json.loads(record).get("result") != result:
-                    raise IntegrityError(f"call record {key}: its result column differs")
-            except IntegrityError as e:
-                raise self._corrupt(key, e) from e
-            except (ValueError, TypeError, AttributeError) as e:
-                error = IntegrityError(f"call record {key}: not a call record ({e})")
-                raise self._corrupt(key, error) from e
-            if result is None:
-                raise KeyError(key)
-            result_key = Digest(result)
-            if frame is None or len(frame) >= CHUNK_SIZE:  # absent, or maybe of several chunks
-                return values._get(result_key)
-            if frame[5:9] != _NO_BUFFERS:  # out-of-band buffers (arrays) load writable
-                frame = bytearray(frame)
-            try:
-                return codec.loads(result_key, frame)
-            except IntegrityError as e:
-                raise values._corrupt(result_key, e) from e
-
-        return read
 
     def _contains(self, key: Digest) -> bool:
         return bool(self._db.fetch(self._sql_contains, (key,)))
@@ -454,7 +411,7 @@ class SqlCallBackend(SqlStore):
             .select_from(first)
             .where(c.c.key == sa.bindparam("key", type_=sa.String))
         )
-        sql, db, codec = compile_positional(self._db, statement, "key"), self._db, values.codec
+        sql, db = compile_positional(self._db, statement, "key"), self._db
 
         def read(key: Digest) -> Any:
             rows = db.fetch(sql, (key,))
@@ -476,12 +433,7 @@ class SqlCallBackend(SqlStore):
             result_key = Digest(result)
             if frame is None or len(frame) >= CHUNK_SIZE:  # absent, or maybe of several chunks
                 return values._get(result_key)
-            if frame[5:9] != _NO_BUFFERS:  # out-of-band buffers (arrays) load writable
-                frame = bytearray(frame)
-            try:
-                return codec.loads(result_key, frame)
-            except IntegrityError as e:
-                raise values._corrupt(result_key, e) from e
+            return values._load_chunk(result_key, frame)
 
         return read
 
