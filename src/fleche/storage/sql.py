@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -29,7 +30,7 @@ import sqlalchemy as sa
 from ..caches import Cache
 from ..call import DigestedCall, QueryCall
 from ..digest import Digest
-from ..errors import IntegrityError
+from ..errors import IntegrityError, SaveError
 from .base import CallMixin, StorageBackend, UrlIdentity, ValueMixin, check_key
 from .filesystem import shared_lock_table
 from .locking import DEFAULT_LOCK_TIMEOUT, LockTable, ManyValuesMixin, PerKeyLockMixin
@@ -54,6 +55,9 @@ __all__ = [
     "ValueSql",
     "cache_from_url",
 ]
+
+
+log = logging.getLogger(__name__)
 
 
 def _signed(checksum: int) -> int:
@@ -436,6 +440,65 @@ class SqlCallBackend(SqlStore):
             return values._load_chunk(result_key, frame)
 
         return read
+
+    def _joint_writer(self, values: Any) -> Callable[..., Exception | None] | None:
+        """A miss's writes in one transaction, not one per value and one for the record, when
+        ``values`` is a plain SQL value store in the same database (see ``caches.save_call``;
+        on PostgreSQL a miss was four commits). Every frame is made before the transaction
+        begins, so a result that cannot be serialised writes nothing. Values of one chunk go
+        in one ``executemany``, larger ones chunk by chunk as ``_put`` writes them; both in key
+        order, so that misses storing the same values lock their rows in one order. The caller
+        holds the call key's WRITE context."""
+        if not (
+            isinstance(values, SqlBackend)
+            and values._db is self._db
+            and getattr(type(values), "save", None) is ValueMixin.save
+            and type(values).put is StorageBackend.put
+            and type(values)._put is SqlBackend._put
+            and type(self)._put is SqlCallBackend._put
+        ):
+            return None  # a subclass that changes how entries are written keeps its own path
+        codec, db = values.codec, self._db
+        put_chunk, trim = values._sql_put, values._sql_trim
+
+        def write(key: Digest, record: DigestedCall, arguments: Sequence[tuple[Digest, Any]],
+                  result_key: Digest, result: Any) -> Exception | None:  # fmt: skip
+            framed: dict[str, list[bytes | memoryview]] = {}
+            for value_key, value in arguments:
+                try:
+                    framed[value_key] = codec.dumps(value_key, value)
+                except (SaveError, TypeError, ValueError, AttributeError) as e:
+                    log.debug("argument %s stored by digest only: %s", value_key, e)
+            try:
+                framed[result_key] = codec.dumps(result_key, result)
+            except Exception as e:  # any serialiser failure: reported by the caller
+                return e
+            row, argument_rows = self._row(key, record)
+            written, small, large = time.time(), [], []
+            for name in sorted(framed):
+                parts = framed[name]
+                if sum(memoryview(part).nbytes for part in parts) <= CHUNK_SIZE:
+                    small.append((name, 0, b"".join(parts), written))
+                else:
+                    large.append((name, parts))
+
+            def work(cursor: Any) -> None:
+                cursor.executemany(put_chunk, small)
+                cursor.executemany(trim, [(row[0], 1) for row in small])  # longer old values
+                for name, parts in large:
+                    count = 0
+                    for count, chunk in enumerate(_chunks(parts, CHUNK_SIZE), 1):
+                        cursor.execute(put_chunk, (name, count - 1, chunk, written))
+                    cursor.execute(trim, (name, count))
+                cursor.execute(self._sql_put, row)
+                cursor.execute(self._sql_unargue, (key,))
+                if argument_rows:
+                    cursor.executemany(self._sql_argue, argument_rows)
+
+            db.write(work)
+            return None
+
+        return write
 
     def _contains(self, key: Digest) -> bool:
         return bool(self._db.fetch(self._sql_contains, (key,)))
