@@ -62,6 +62,7 @@ from ..errors import (
     IntegrityError,
     LockTimeoutError,
     MissingDependencyError,
+    SaveError,
     StorageError,
 )
 from .base import CallMixin, StorageBackend, UrlIdentity, ValueMixin, check_key, pause_batches
@@ -423,35 +424,41 @@ class RedisBackend(UrlIdentity, SortedIndexMixin, StorageBackend):
     # --- primitives ---------------------------------------------------------------------------
     def _put(self, key: Digest, value: Any) -> None:
         parts = self.codec.dumps(key, value)
-        client, written = self._conn.client, self._space + "written"
         if sum(memoryview(part).nbytes for part in parts) > LARGE:  # see ``redis_pieces``
-            temporary = f"{self._space}tmp:{key}:{os.urandom(8).hex()}"
-            write_pieces(client, temporary, parts)
-            names = [temporary, self._space + key, self._index, written]
-            if not self._conn.commit_value(names, [key, self._ttl_ms or 0, repr(time.time())]):
-                raise StorageError(f"redis: the value {key} expired before it was fully written")
+            self._put_large(key, parts)
             return
-        pipe = client.pipeline(transaction=True)
-        pipe.set(self._space + key, b"".join(parts), px=self._ttl_ms)
-        pipe.zadd(self._index, {key: 0})
-        pipe.hset(written, key, repr(time.time()))
+        pipe = self._conn.client.pipeline(transaction=True)
+        self._queue_small(pipe, {key: b"".join(parts)})
         pipe.execute()
+
+    def _put_large(self, key: str, parts: builtins.list[bytes | memoryview]) -> None:
+        """A frame over ``LARGE`` bytes: written in pieces under a temporary name, then renamed
+        into place with its index entries by one script."""
+        temporary = f"{self._space}tmp:{key}:{os.urandom(8).hex()}"
+        write_pieces(self._conn.client, temporary, parts)
+        names = [temporary, self._space + key, self._index, self._space + "written"]
+        if not self._conn.commit_value(names, [key, self._ttl_ms or 0, repr(time.time())]):
+            raise StorageError(f"redis: the value {key} expired before it was fully written")
+
+    def _queue_small(self, pipe: Any, frames: dict[str, bytes]) -> None:
+        """Queue on ``pipe`` the writes of small frames (key -> frame) and their index entries."""
+        for key, frame in frames.items():
+            pipe.set(self._space + key, frame, px=self._ttl_ms)
+        pipe.zadd(self._index, dict.fromkeys(frames, 0))
+        pipe.hset(self._space + "written", mapping=dict.fromkeys(frames, repr(time.time())))
 
     def _put_many(self, items: builtins.list[tuple[Digest, Any]]) -> None:
         """Many values in one MULTI/EXEC (a large one is written on its own, as ``_put`` does)."""
-        pipe = self._conn.client.pipeline(transaction=True)
-        small = []
+        small: dict[str, bytes] = {}
         for key, value in items:
             parts = self.codec.dumps(key, value)
             if sum(memoryview(part).nbytes for part in parts) > LARGE:
-                self._put(key, value)
+                self._put_large(key, parts)
                 continue
-            pipe.set(self._space + key, b"".join(parts), px=self._ttl_ms)
-            small.append(key)
+            small[key] = b"".join(parts)
         if small:
-            now = repr(time.time())
-            pipe.zadd(self._index, dict.fromkeys(small, 0))
-            pipe.hset(self._space + "written", mapping=dict.fromkeys(small, now))
+            pipe = self._conn.client.pipeline(transaction=True)
+            self._queue_small(pipe, small)
             pipe.execute()
 
     def _contains_many(self, keys: builtins.list[Digest]) -> set[Digest]:
@@ -530,6 +537,56 @@ class RedisCallBackend(CallIndexMixin, RedisBackend):
             return values._load(Digest(record.result), found[1])
 
         return read
+
+    def _joint_writer(self, values: Any) -> Any:
+        """A miss's writes in one MULTI/EXEC, not one per value and one for the record, when
+        ``values`` is a plain Redis value store on the same server (see ``caches.save_call``):
+        the small values with the record's script (a large value is written before, as ``_put``
+        writes it). Every frame is made before anything is sent, so a result that cannot be
+        serialised writes nothing. The caller holds the call key's WRITE context."""
+        if not (
+            isinstance(values, RedisBackend)
+            and values.options.server == self.options.server
+            and getattr(type(values), "save", None) is ValueMixin.save
+            and type(values).put is StorageBackend.put
+            and type(values)._put is RedisBackend._put
+            and type(self)._put is CallIndexMixin._put
+        ):
+            return None  # a subclass that changes how entries are written keeps its own path
+        codec = values.codec
+
+        def write(key: Digest, record: DigestedCall, arguments: Any, result_key: Digest,
+                  result: Any) -> Exception | None:  # fmt: skip
+            framed: dict[str, builtins.list[bytes | memoryview]] = {}
+            for value_key, value in arguments:
+                try:
+                    framed[value_key] = codec.dumps(value_key, value)
+                except (SaveError, TypeError, ValueError, AttributeError) as e:
+                    log.debug("argument %s stored by digest only: %s", value_key, e)
+            try:
+                framed[result_key] = codec.dumps(result_key, result)
+            except Exception as e:  # any serialiser failure: reported by the caller
+                return e
+            small = {}
+            for name, parts in framed.items():
+                if sum(memoryview(part).nbytes for part in parts) > LARGE:
+                    values._put_large(name, parts)
+                else:
+                    small[name] = b"".join(parts)
+            pipe = self._conn.client.pipeline(transaction=True)
+            if small:
+                values._queue_small(pipe, small)
+            sets = record_sets(self._space, record)
+            self._conn.put_call(
+                keys=[self._space + key, self._index, f"{self._space}x:{key}", *sets],
+                args=[key, dump_record(key, record.to_record()), self._ttl_ms or 0,
+                      json.dumps(sets)],
+                client=pipe,
+            )  # fmt: skip
+            pipe.execute()
+            return None
+
+        return write
 
     def _try_process_locks(self, keys: builtins.list[str]) -> dict[str, Any]:
         """Every free key's lock in one pipeline of ``SET NX PX``."""
