@@ -7,7 +7,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._log import get_logger
 from .call import NO_RESULT, Call, DigestedCall, LazyCall, QueryCall, now
@@ -72,6 +72,7 @@ def __getattr__(name: str) -> Any:
 
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 # a call to store: its key, its record, and its values (key, value), the result last
 _Entry = tuple[Digest, DigestedCall, list[tuple[Digest, Any]]]
@@ -612,6 +613,29 @@ def save_call(
         _unstorable(record, e)
         return False
     return True
+
+
+def serialise_values(
+    serialise: Callable[[Digest, Any], T],
+    arguments: Iterable[tuple[Digest, Any]],
+    result_key: Digest,
+    result: Any,
+) -> dict[Digest, T] | Exception:
+    """A miss's values serialised by ``serialise(key, value)`` before anything is written, for the
+    storages' joint writers (see ``save_call``): an argument that cannot be serialised is left
+    out (kept by digest only, as the generic path keeps it); a result that cannot be gives its
+    error instead, and nothing is to be written."""
+    done: dict[Digest, T] = {}
+    for value_key, value in arguments:
+        try:
+            done[value_key] = serialise(value_key, value)
+        except (SaveError, TypeError, ValueError, AttributeError) as e:
+            log.debug("argument %s stored by digest only: %s", value_key, e)
+    try:
+        done[result_key] = serialise(result_key, result)
+    except Exception as e:  # any serialiser failure: the caller reports it
+        return e
+    return done
 
 
 def _unstorable(record: DigestedCall, error: Exception) -> None:

@@ -13,13 +13,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import fleche
 from fleche import Cache
 from fleche.errors import UnstorableResultWarning
 from fleche.storage._files import FileOps
 from fleche.storage.embedded import CallEmbedded, ValueEmbedded
+
+from .writer_cases import check_an_unstorable_argument_is_kept_by_digest, mixed
 
 
 class Generic(Cache):
@@ -47,11 +47,6 @@ def _rows(root: Path) -> dict[str, list[tuple]]:
             ).fetchall(),
             "args": conn.execute("SELECT * FROM args ORDER BY param, value, call").fetchall(),
         }
-
-
-@fleche.fleche
-def mixed(n: int, text: str, blob: bytes) -> dict[str, Any]:
-    return {"n": n, "text": text, "size": len(blob)}
 
 
 @fleche.fleche
@@ -84,25 +79,8 @@ def test_the_joint_writer_stores_what_the_generic_path_stores(tmp_path: Path) ->
 
 
 def test_an_argument_that_cannot_be_stored_is_kept_by_digest(tmp_path: Path) -> None:
-    class Unpicklable:
-        def __digest__(self) -> str:
-            return "always the same"
-
-        def __reduce__(self) -> Any:
-            raise TypeError("not picklable")
-
-    @fleche.fleche
-    def g(x: Any, y: int) -> int:
-        return y * 2
-
     store = _joint(tmp_path)
-    with fleche.cache(store):
-        assert g(Unpicklable(), 4) == 8
-        digests = g.query().only().record.arguments
-        assert store.load_value(digests["y"]) == 4
-        with pytest.raises(KeyError):
-            store.load_value(digests["x"])
-        assert g(Unpicklable(), 4) == 8 and store.hits == 1
+    check_an_unstorable_argument_is_kept_by_digest(store)
 
 
 def test_a_result_that_cannot_be_stored_leaves_nothing(tmp_path: Path) -> None:

@@ -20,6 +20,12 @@ from fleche.storage.redis import CallRedis, ValueRedis
 from fleche.storage.redis_pieces import LARGE
 
 from ..backends.redis import RedisHarness
+from .writer_cases import (
+    Unpicklable,
+    check_an_unstorable_argument_is_kept_by_digest,
+    gives,
+    mixed,
+)
 
 
 @pytest.fixture
@@ -65,29 +71,6 @@ def _contents(rh: RedisHarness, store: Cache) -> dict[str, Any]:
     return found
 
 
-@fleche.fleche
-def mixed(n: int, text: str, blob: bytes) -> dict[str, Any]:
-    return {"n": n, "text": text, "size": len(blob)}
-
-
-class Unpicklable:
-    def __digest__(self) -> str:
-        return "always the same"
-
-    def __reduce__(self) -> Any:
-        raise TypeError("not picklable")
-
-
-@fleche.fleche
-def takes(thing: Any, n: int) -> int:
-    return n
-
-
-@fleche.fleche
-def gives(n: int) -> Any:
-    return Unpicklable()
-
-
 def test_only_a_plain_cache_takes_the_joint_path(rh: RedisHarness) -> None:
     assert rh.cache()._write_call is not None
     assert _generic(rh)._write_call is None
@@ -125,13 +108,7 @@ def test_a_miss_sends_its_writes_in_one_transaction(rh: RedisHarness, monkeypatc
 
 def test_an_argument_that_cannot_be_stored_is_kept_by_digest(rh: RedisHarness) -> None:
     store = rh.cache()
-    with fleche.cache(store):
-        assert takes(Unpicklable(), 4) == 4
-        digests = takes.query().only().record.arguments
-        assert store.load_value(digests["n"]) == 4
-        with pytest.raises(KeyError):
-            store.load_value(digests["thing"])
-        assert takes(Unpicklable(), 4) == 4 and store.hits == 1
+    check_an_unstorable_argument_is_kept_by_digest(store)
 
 
 def test_a_result_that_cannot_be_stored_leaves_nothing(rh: RedisHarness) -> None:

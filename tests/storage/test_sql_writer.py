@@ -21,6 +21,12 @@ from fleche.storage.sql_engine import Database
 from fleche.storage.sql_schema import CHUNK_SIZE
 
 from .test_sql import SQL_KINDS, _harness, execute
+from .writer_cases import (
+    Unpicklable,
+    check_an_unstorable_argument_is_kept_by_digest,
+    gives,
+    mixed,
+)
 
 
 @pytest.fixture(params=SQL_KINDS)
@@ -35,6 +41,20 @@ class Generic(Cache):
 
     def _store_value(self, key: Any, value: Any) -> None:
         super()._store_value(key, value)
+
+
+@pytest.fixture
+def transactions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The kinds of the SQL transactions begun from here on (``write``, ``read``)."""
+    begun: list[str] = []
+    transaction = Database._transaction
+
+    def counted(db: Database, begin: Any, work: Any, what: str) -> Any:
+        begun.append(what)
+        return transaction(db, begin, work, what)
+
+    monkeypatch.setattr(Database, "_transaction", counted)
+    return begun
 
 
 def _generic(sql: Any) -> Cache:
@@ -53,31 +73,13 @@ def _rows(store: Cache) -> dict[str, list[tuple]]:
 
 
 @fleche.fleche
-def mixed(n: int, text: str, blob: bytes) -> dict[str, Any]:
-    return {"n": n, "text": text, "size": len(blob)}
-
-
-@fleche.fleche
 def sized(n: int) -> bytes:
     return bytes([n % 256]) * n
 
 
-class Unpicklable:
-    def __digest__(self) -> str:
-        return "always the same"
-
-    def __reduce__(self) -> Any:
-        raise TypeError("not picklable")
-
-
 @fleche.fleche
-def takes(thing: Any, n: int) -> int:
-    return n
-
-
-@fleche.fleche
-def gives(n: int) -> Any:
-    return Unpicklable()
+def large_only() -> bytes:
+    return b"L" * (2 * CHUNK_SIZE)  # no argument, a result of several chunks: no small value
 
 
 def test_only_a_plain_cache_takes_the_joint_path(sql: Any) -> None:
@@ -93,23 +95,17 @@ def test_the_joint_writer_stores_what_the_generic_path_stores(sql: Any) -> None:
             for args in calls:
                 assert mixed(*args) == {"n": args[0], "text": args[1], "size": len(args[2])}
             assert sized(3 * CHUNK_SIZE + 7) == bytes([7]) * (3 * CHUNK_SIZE + 7)  # chunks
+            assert large_only() == b"L" * (2 * CHUNK_SIZE)
     assert _rows(joint) == _rows(generic)
     with fleche.cache(joint):
         assert sized(3 * CHUNK_SIZE + 7) == bytes([7]) * (3 * CHUNK_SIZE + 7)  # a hit
         assert mixed(2, "x", b"y" * 50_000)["size"] == 50_000
-    assert (joint.hits, joint.misses) == (3, 3)
+        assert large_only() == b"L" * (2 * CHUNK_SIZE)
+    assert (joint.hits, joint.misses) == (4, 4)
 
 
-def test_a_miss_is_one_transaction(sql: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_miss_is_one_transaction(sql: Any, transactions: list[str]) -> None:
     store = sql.cache()
-    transactions: list[str] = []
-    transaction = Database._transaction
-
-    def counted(db: Database, begin: Any, work: Any, what: str) -> Any:
-        transactions.append(what)
-        return transaction(db, begin, work, what)
-
-    monkeypatch.setattr(Database, "_transaction", counted)
     with fleche.cache(store):
         mixed(5, "five", b"5" * 100)
     assert transactions == ["write"]
@@ -118,13 +114,7 @@ def test_a_miss_is_one_transaction(sql: Any, monkeypatch: pytest.MonkeyPatch) ->
 
 def test_an_argument_that_cannot_be_stored_is_kept_by_digest(sql: Any) -> None:
     store = sql.cache()
-    with fleche.cache(store):
-        assert takes(Unpicklable(), 4) == 4
-        digests = takes.query().only().record.arguments
-        assert store.load_value(digests["n"]) == 4
-        with pytest.raises(KeyError):
-            store.load_value(digests["thing"])
-        assert takes(Unpicklable(), 4) == 4 and store.hits == 1
+    check_an_unstorable_argument_is_kept_by_digest(store)
 
 
 def test_a_result_that_cannot_be_stored_leaves_nothing(sql: Any) -> None:
@@ -176,3 +166,14 @@ def test_threads_storing_the_same_values_at_once_all_succeed(sql: Any) -> None:
         thread.join()
     assert failures == []
     assert len(store.calls) == 60
+
+
+def test_misses_in_a_batch_join_its_transaction(sql: Any, transactions: list[str]) -> None:
+    store = sql.cache()
+    with fleche.cache(store):
+        with store.batch():
+            for n in range(5):
+                mixed(n, "batched", b"")
+        assert transactions == []  # every miss wrote in the batch's transaction
+        assert [mixed(n, "batched", b"")["n"] for n in range(5)] == list(range(5))
+    assert (store.hits, store.misses) == (5, 5) and len(store.calls) == 5

@@ -39,7 +39,7 @@ from typing import Any
 
 import xxhash
 
-from ..caches import Cache
+from ..caches import Cache, serialise_values
 from ..call import NO_RESULT, DigestedCall, QueryCall
 from ..digest import SCHEME_VERSION, Digest, digest, is_hex_key
 from ..errors import ConfigError, FlecheWarning, IntegrityError, SaveError
@@ -813,20 +813,16 @@ class EmbeddedCallBackend(EmbeddedBackend):
         codec, threshold, upsert = values.codec, values.threshold, values._upsert_inline
         put = self._put
 
+        def _framed(key: Digest, value: Any) -> tuple[Any, Frame]:
+            return value, codec.frame(key, value)  # the value too: a large one is written from it
+
         def write(key: Digest, record: DigestedCall, arguments: Sequence[tuple[Digest, Any]],
                   result_key: Digest, result: Any) -> Exception | None:  # fmt: skip
-            framed = []
-            for value_key, value in arguments:
-                try:
-                    framed.append((value_key, value, codec.frame(value_key, value)))
-                except (SaveError, TypeError, ValueError, AttributeError) as e:
-                    log.debug("argument %s stored by digest only: %s", value_key, e)
-            try:
-                framed.append((result_key, result, codec.frame(result_key, result)))
-            except Exception as e:  # any serialiser failure: reported by the caller
-                return e
+            framed = serialise_values(_framed, arguments, result_key, result)
+            if isinstance(framed, Exception):
+                return framed
             now, rows = time.time(), []
-            for value_key, value, frame in framed:
+            for value_key, (value, frame) in framed.items():
                 if frame.nbytes <= threshold:
                     rows.append((bytes.fromhex(value_key), b"".join(frame.parts()), now))
                 else:

@@ -54,7 +54,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._urls import masked
-from ..caches import Cache
+from ..caches import Cache, serialise_values
 from ..call import NO_RESULT, DigestedCall
 from ..digest import SCHEME_VERSION, Digest
 from ..errors import (
@@ -62,7 +62,6 @@ from ..errors import (
     IntegrityError,
     LockTimeoutError,
     MissingDependencyError,
-    SaveError,
     StorageError,
 )
 from .base import CallMixin, StorageBackend, UrlIdentity, ValueMixin, check_key, pause_batches
@@ -557,17 +556,10 @@ class RedisCallBackend(CallIndexMixin, RedisBackend):
 
         def write(key: Digest, record: DigestedCall, arguments: Any, result_key: Digest,
                   result: Any) -> Exception | None:  # fmt: skip
-            framed: dict[str, builtins.list[bytes | memoryview]] = {}
-            for value_key, value in arguments:
-                try:
-                    framed[value_key] = codec.dumps(value_key, value)
-                except (SaveError, TypeError, ValueError, AttributeError) as e:
-                    log.debug("argument %s stored by digest only: %s", value_key, e)
-            try:
-                framed[result_key] = codec.dumps(result_key, result)
-            except Exception as e:  # any serialiser failure: reported by the caller
-                return e
-            small = {}
+            framed = serialise_values(codec.dumps, arguments, result_key, result)
+            if isinstance(framed, Exception):
+                return framed
+            small: dict[str, bytes] = {}
             for name, parts in framed.items():
                 if sum(memoryview(part).nbytes for part in parts) > LARGE:
                     values._put_large(name, parts)

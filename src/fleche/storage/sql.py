@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,10 +26,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..caches import Cache
+from ..caches import Cache, serialise_values
 from ..call import DigestedCall, QueryCall
 from ..digest import Digest
-from ..errors import IntegrityError, SaveError
+from ..errors import IntegrityError
 from .base import CallMixin, StorageBackend, UrlIdentity, ValueMixin, check_key
 from .filesystem import shared_lock_table
 from .locking import DEFAULT_LOCK_TIMEOUT, LockTable, ManyValuesMixin, PerKeyLockMixin
@@ -55,9 +54,6 @@ __all__ = [
     "ValueSql",
     "cache_from_url",
 ]
-
-
-log = logging.getLogger(__name__)
 
 
 def _signed(checksum: int) -> int:
@@ -463,16 +459,9 @@ class SqlCallBackend(SqlStore):
 
         def write(key: Digest, record: DigestedCall, arguments: Sequence[tuple[Digest, Any]],
                   result_key: Digest, result: Any) -> Exception | None:  # fmt: skip
-            framed: dict[str, list[bytes | memoryview]] = {}
-            for value_key, value in arguments:
-                try:
-                    framed[value_key] = codec.dumps(value_key, value)
-                except (SaveError, TypeError, ValueError, AttributeError) as e:
-                    log.debug("argument %s stored by digest only: %s", value_key, e)
-            try:
-                framed[result_key] = codec.dumps(result_key, result)
-            except Exception as e:  # any serialiser failure: reported by the caller
-                return e
+            framed = serialise_values(codec.dumps, arguments, result_key, result)
+            if isinstance(framed, Exception):
+                return framed
             row, argument_rows = self._row(key, record)
             written, small, large = time.time(), [], []
             for name in sorted(framed):
@@ -483,8 +472,9 @@ class SqlCallBackend(SqlStore):
                     large.append((name, parts))
 
             def work(cursor: Any) -> None:
-                cursor.executemany(put_chunk, small)
-                cursor.executemany(trim, [(row[0], 1) for row in small])  # longer old values
+                if small:
+                    cursor.executemany(put_chunk, small)
+                    cursor.executemany(trim, [(entry[0], 1) for entry in small])  # longer old ones
                 for name, parts in large:
                     count = 0
                     for count, chunk in enumerate(_chunks(parts, CHUNK_SIZE), 1):
