@@ -17,6 +17,7 @@
   cross-process lock: they are content-addressed, so two writers of one key write the same bytes,
   and each write is atomic.
 - ``P:meta``: the digest scheme version; a prefix written with another raises ``ConfigError``.
+- A miss: its small values and its record's script go in one MULTI/EXEC (``_joint_writer``).
 - Bulk writes (``transfer``): a batch's values go in one MULTI/EXEC, its records as their scripts in
   one pipeline, and its call-key locks are taken and released in one pipeline each. ``batch()``
   itself changes nothing here: each write is already one atomic round trip.

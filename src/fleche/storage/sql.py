@@ -8,8 +8,9 @@
 One code path for every server: the tables are in ``sql_schema``, the engine and the per-thread
 driver connections of the hot path in ``sql_engine``, and all that differs between servers in
 ``sql_dialects``. A write is one transaction: a value's chunks together, a call record with its
-argument rows. Cross-process locks guard call keys only: values are content-addressed and each
-write of one is atomic, so two writers of a value write the same bytes. In a batch
+argument rows, and a miss's values with its record (``_joint_writer``). Cross-process locks guard
+call keys only: values are content-addressed and each write of one is atomic, so two writers of
+a value write the same bytes. In a batch
 (``storage.batch()``) the writes share one transaction, and ``_save_many`` writes many values or
 records with one ``executemany`` per statement (pipelined by psycopg).
 """
