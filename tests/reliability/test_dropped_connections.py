@@ -103,7 +103,7 @@ def killing_writes(db: Any, kill: Callable[[], int], times: int) -> Callable[...
     """``db.write`` that kills the session inside the next ``times`` write transactions."""
     original, left = db.write, [times]
 
-    def write(work: Callable[[Any], Any]) -> Any:
+    def write(work: Callable[[Any], Any], **options: Any) -> Any:
         def work_then_kill(cursor: Any) -> Any:
             result = work(cursor)
             if left[0] > 0:
@@ -111,7 +111,7 @@ def killing_writes(db: Any, kill: Callable[[], int], times: int) -> Callable[...
                 assert kill() > 0
             return result
 
-        return original(work_then_kill)
+        return original(work_then_kill, **options)  # pipelined or not, as the caller asked
 
     return write
 

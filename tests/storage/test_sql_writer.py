@@ -15,7 +15,7 @@ import pytest
 
 import fleche
 from fleche import Cache
-from fleche.errors import UnstorableResultWarning
+from fleche.errors import StorageError, UnstorableResultWarning
 from fleche.storage.sql import CallSql, ValueSql
 from fleche.storage.sql_engine import Database
 from fleche.storage.sql_schema import CHUNK_SIZE
@@ -49,9 +49,9 @@ def transactions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     begun: list[str] = []
     transaction = Database._transaction
 
-    def counted(db: Database, begin: Any, work: Any, what: str) -> Any:
+    def counted(db: Database, begin: Any, work: Any, what: str, **options: Any) -> Any:
         begun.append(what)
-        return transaction(db, begin, work, what)
+        return transaction(db, begin, work, what, **options)
 
     monkeypatch.setattr(Database, "_transaction", counted)
     return begun
@@ -177,3 +177,61 @@ def test_misses_in_a_batch_join_its_transaction(sql: Any, transactions: list[str
         assert transactions == []  # every miss wrote in the batch's transaction
         assert [mixed(n, "batched", b"")["n"] for n in range(5)] == list(range(5))
     assert (store.hits, store.misses) == (5, 5) and len(store.calls) == 5
+
+
+def _conflict(kind: str) -> Exception:
+    """The error a server raises in the transaction it chose as a deadlock's victim."""
+    if kind == "postgres":
+        import psycopg
+
+        return psycopg.errors.DeadlockDetected("deadlock detected")
+    import pymysql
+
+    return pymysql.err.OperationalError(1213, "Deadlock found when trying to get lock")
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mysql"])
+def test_a_deadlock_victim_is_run_again(kind: str, tmp_path: Any) -> None:
+    harness = _harness(kind, tmp_path)
+    try:
+        store = harness.value_storage()
+        db, runs = store._db, []
+
+        def work(cursor: Any) -> str:
+            runs.append(1)
+            if len(runs) <= 3:
+                raise _conflict(kind)
+            return "done"
+
+        assert db._transaction((db.dialect.begin,), work, "write") == "done"
+        assert len(runs) == 4  # three conflicts, then through
+
+        def always(cursor: Any) -> str:
+            raise _conflict(kind)
+
+        with pytest.raises(StorageError, match=r"(?i)deadlock"):
+            db._transaction((db.dialect.begin,), always, "write")  # not forever
+    finally:
+        harness.close()
+
+
+def test_a_miss_on_postgresql_is_sent_as_one_pipeline(tmp_path: Any, monkeypatch) -> None:
+    from fleche.storage.sql_dialects import PostgresDialect
+
+    harness = _harness("postgres", tmp_path)
+    try:
+        store, entered = harness.cache(), []
+        pipeline = PostgresDialect.pipeline
+
+        def counted(self: PostgresDialect, dbapi_connection: Any) -> Any:
+            entered.append(dbapi_connection)
+            return pipeline(self, dbapi_connection)
+
+        monkeypatch.setattr(PostgresDialect, "pipeline", counted)
+        with fleche.cache(store):
+            assert mixed(3, "piped", b"p") == {"n": 3, "text": "piped", "size": 1}
+            assert len(entered) == 1  # the miss's transaction, from BEGIN to COMMIT
+            assert mixed(3, "piped", b"p")["size"] == 1 and store.hits == 1
+        assert len(store.values) == 4
+    finally:
+        harness.close()

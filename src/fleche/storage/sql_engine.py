@@ -14,7 +14,9 @@ parent's connections without closing them (that would close the parent's session
 from __future__ import annotations
 
 import os
+import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -154,6 +156,9 @@ class _Batch(BatchScope):
         self.open, self.written = False, 0
 
 
+CONFLICT_RETRIES = 8  # a write the server rolled back to break a deadlock is run again this often
+
+
 class Database:
     """One engine per server URL in a process, with the hot path's and the locks' connections."""
 
@@ -211,13 +216,15 @@ class Database:
                 raise StorageError(f"{self.dialect.name}: read failed: {e}") from e
         raise AssertionError("unreachable")
 
-    def write(self, work: Callable[[Any], T]) -> T:
+    def write(self, work: Callable[[Any], T], *, pipelined: bool = False) -> T:
         """Run ``work(cursor)`` in one transaction, once more if the connection broke; in an
-        open batch, in the batch's transaction."""
+        open batch, in the batch's transaction. ``pipelined``: ``work`` only sends statements
+        and reads no result (not even a row count), so the whole transaction may go to the
+        server in one round trip where the dialect can (``Dialect.pipeline``)."""
         batch = getattr(self._local, "batch", None)
         if batch is not None and batch.depth:
             return self._in_batch(batch, work, "write")
-        return self._transaction((self.dialect.begin,), work, "write")
+        return self._transaction((self.dialect.begin,), work, "write", pipelined=pipelined)
 
     def read(self, work: Callable[[Any], T]) -> T:
         """Run ``work(cursor)`` in one read-only transaction that sees one snapshot (in an open
@@ -282,27 +289,38 @@ class Database:
             self._abort(cursor)
             batch.lost(error)
 
-    def _transaction(self, begin: tuple[str, ...], work: Callable[[Any], T], what: str) -> T:
-        for attempt in (0, 1):
+    def _transaction(self, begin: tuple[str, ...], work: Callable[[Any], T], what: str, *,
+                     pipelined: bool = False) -> T:  # fmt: skip
+        """Run ``work`` in a transaction: once more after a broken connection, and up to
+        ``CONFLICT_RETRIES`` times more, rolled back and after a short random pause, when it lost
+        a lock conflict (``Dialect.is_conflict``: a deadlock's victim; InnoDB's gap locks make
+        these possible between misses that write neighbouring keys)."""
+        broken = conflicts = 0
+        while True:
             conn = self._connection()
             cursor = conn.cursor
             try:
-                for statement in begin:
-                    cursor.execute(statement)
-                result = work(cursor)
-                cursor.execute("COMMIT")
+                with self.dialect.pipeline(conn.dbapi) if pipelined else nullcontext():
+                    for statement in begin:
+                        cursor.execute(statement)
+                    result = work(cursor)
+                    cursor.execute("COMMIT")
                 return result
             except self.transient as e:
                 self._abort(cursor)
-                if attempt:
+                if self.dialect.is_conflict(e) and conflicts < CONFLICT_RETRIES:
+                    conflicts += 1
+                    time.sleep(random.uniform(0, 0.005 * conflicts))
+                    continue
+                if broken:
                     raise StorageError(f"{self.dialect.name}: {what} failed: {e}") from e
+                broken += 1
             except self.error as e:
                 self._abort(cursor)
                 raise StorageError(f"{self.dialect.name}: {what} failed: {e}") from e
             except BaseException:
                 self._abort(cursor)
                 raise
-        raise AssertionError("unreachable")
 
     def _abort(self, cursor: Any) -> None:
         try:
@@ -355,9 +373,10 @@ class _MemoryDatabase(Database):
     def batch(self) -> AbstractContextManager[Any]:
         return NULL_CONTEXT  # one connection for every thread: a batch would hold it for them all
 
-    def _transaction(self, begin: tuple[str, ...], work: Callable[[Any], T], what: str) -> T:
+    def _transaction(self, begin: tuple[str, ...], work: Callable[[Any], T], what: str, *,
+                     pipelined: bool = False) -> T:  # fmt: skip
         with self.serial:
-            return super()._transaction(begin, work, what)
+            return super()._transaction(begin, work, what, pipelined=pipelined)
 
 
 _databases: dict[tuple[str, bool], Database] = {}
