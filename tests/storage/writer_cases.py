@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 import fleche
+from fleche.errors import UnstorableResultWarning
 
 
 class Unpicklable:
@@ -45,3 +46,11 @@ def check_an_unstorable_argument_is_kept_by_digest(store: Any) -> None:
         with pytest.raises(KeyError):
             store.load_value(digests["thing"])
         assert takes(Unpicklable(), 4) == 4 and store.hits == 1
+
+
+def check_an_unstorable_result_leaves_nothing(store: Any) -> None:
+    """A miss whose result can be digested but not serialised is reported and writes nothing,
+    not even its argument."""
+    with fleche.cache(store), pytest.warns(UnstorableResultWarning):
+        assert isinstance(gives(1), Unpicklable)
+    assert len(store.values) == 0 and len(store.calls) == 0
