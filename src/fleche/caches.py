@@ -208,6 +208,11 @@ class BaseCache:
         """The WRITE context of a value key (gc re-checks a value's age under it)."""
         return NULL_CONTEXT
 
+    def _staging(self, result: Any) -> AbstractContextManager[Any]:
+        """A block in which a large ``result`` may already be written while the caller digests
+        it, before its key is known (``storage._staging``; a plain cache's storages decide)."""
+        return NULL_CONTEXT
+
     # --- construction -----------------------------------------------------------------------------
     @classmethod
     def from_url(cls, url: str) -> BaseCache:
@@ -473,6 +478,10 @@ class Cache(BaseCache):
 
     def _query_records(self, template: QueryCall) -> Iterator[tuple[Digest, DigestedCall]]:
         return self.calls.query(template)
+
+    def _staging(self, result: Any) -> AbstractContextManager[Any]:
+        stage = getattr(self.values, "stage", None)
+        return stage(result) if stage is not None else NULL_CONTEXT
 
     def _store_value(self, key: Digest, value: Any) -> None:
         self.values.save(value, key)

@@ -222,13 +222,19 @@ class CachedFunction:
                 recorders: tuple, states: list) -> None:  # fmt: skip
         if self._cache_if is not None and not self._cache_if(result):
             return
+        kept = copy.deepcopy(result) if self._isolate else result
+        with cache._staging(kept):  # a large result is written while it is digested
+            self._save(cache, key, hexes, values, result, kept, recorders, states)
+
+    def _save(self, cache: BaseCache, key: Digest, hexes: list, values: Any, result: Any,
+              kept: Any, recorders: tuple, states: list) -> None:  # fmt: skip
         try:
             result_digest = digest(result)
         except DigestError as e:
             warnings.warn(
                 f"the result of {self.name} cannot be digested ({e}); it was not cached",
                 UnstorableResultWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
             return
         metadata = collect(recorders, states)
@@ -240,7 +246,7 @@ class CachedFunction:
             result_digest,
         )  # fmt: skip
         stored = [(d, values[i]) for (i, _), d in zip(self._keyed, digests, strict=True)]
-        stored.append((result_digest, copy.deepcopy(result) if self._isolate else result))
+        stored.append((result_digest, kept))
         save_call(cache, key, record, stored, store_arguments=self._store_arguments)
 
     def _resolve_digests(self, cache: BaseCache, values: Any) -> tuple[tuple, dict, list]:

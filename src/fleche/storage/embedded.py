@@ -33,6 +33,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from ..caches import Cache, serialise_values
 from ..call import NO_RESULT, DigestedCall, QueryCall
 from ..digest import SCHEME_VERSION, Digest, digest, is_hex_key
 from ..errors import ConfigError, FlecheWarning, IntegrityError, SaveError
-from . import _files
+from . import _files, _staging
 from ._files import OPS, FileOps, key_path, make_dirs, read_file, write_frame
 from .base import NULL_CONTEXT, BatchScope, CallMixin, Intent, StorageBackend, check_key
 from .embedded_upgrade import call_from_parts, upgrade
@@ -918,6 +919,12 @@ class ValueEmbedded(SaveOnceMixin, EmbeddedBackend):
             else:
                 self._save_large(key, value, frame)
         return key
+
+    def stage(self, value: Any) -> AbstractContextManager[None]:
+        """A large value written while the caller digests it (see ``_staging``); only values
+        above the threshold, which live in files."""
+        return _staging.stage(self._files, self.codec, value, mode=self.mode, ops=self.ops,
+                              at_least=self.threshold + 1)  # fmt: skip
 
     def _save_large(self, key: Digest, value: Any, frame: Frame) -> None:
         """A value above the threshold, in the open transaction: its file is written only when

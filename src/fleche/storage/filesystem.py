@@ -21,6 +21,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from ..caches import Cache
 from ..call import DigestedCall
 from ..digest import SCHEME_VERSION, Digest, digest
 from ..errors import ConfigError, IntegrityError
-from . import _files
+from . import _files, _staging
 from ._files import (
     OPS,
     FileOps,
@@ -362,6 +363,10 @@ class CallFileBackend(FileBackend):
 
 class ValueFiles(SaveOnceMixin, FileKeyLockMixin, FileBackend):
     """Values, one file each."""
+
+    def stage(self, value: Any) -> AbstractContextManager[None]:
+        """A large value written while the caller digests it (see ``_staging``)."""
+        return _staging.stage(self._dir, self.codec, value, mode=self.mode, ops=self.ops)
 
 
 class CallFiles(CallMixin, FileKeyLockMixin, CallFileBackend):

@@ -43,6 +43,9 @@ _FLAG_SIGNED, _FLAG_ZLIB, _FLAG_CLOUDPICKLE = 1, 2, 4
 _HEAD = struct.Struct("<4sBIQQ")
 _LEN = struct.Struct("<Q")
 _SIG_LEN = 32
+# A value whose frame was made, and is being written, before its key was known (see
+# ``storage._staging``): ``STAGED.write`` is that write, for this thread, or None.
+STAGED = threading.local()
 
 
 def secret_keys_from_env() -> list[bytes]:
@@ -105,6 +108,10 @@ class Codec:
     # --- writing ------------------------------------------------------------------------------
     def frame(self, key: str, value: Any) -> Frame:
         """The frame of ``value`` stored under ``key``, before its checksum is computed."""
+        staged = getattr(STAGED, "write", None)
+        if staged is not None and staged.value is value and staged.codec is self:
+            made = staged.frame  # made ahead by this codec for this very object: not pickled again
+            return Frame(key, made.head, made.body, made.secret)
         flags = 0
         buffers: list[pickle.PickleBuffer] = []
         try:
@@ -227,6 +234,10 @@ class Frame:
             parts.append(_sign(self.secret, self.key, head, self.body))
         parts.extend(self.body)
         return parts
+
+    def checksummed_head(self) -> bytes:
+        """The completed header, its checksum computed here (the frame is not signed)."""
+        return self.completed_head(_checksum(self.key, self.head[:-8], self.body))
 
     def completed_head(self, checksum: int) -> bytes:
         """The header carrying ``checksum`` (the same length as ``head``)."""
