@@ -116,6 +116,23 @@ def w3_array_argument(subject: Subject, mode: Mode) -> dict[str, Any]:
     }
 
 
+def _settle(nbytes: int) -> Any:
+    """What runs, untimed, before each W4 run, fleche's or numpy's: ``os.sync``, so that no run
+    pays for writing back the previous runs' files, then three times ``nbytes`` of memory
+    touched and let go at once. On a VM whose host takes back the memory a guest frees (free
+    page reporting: the Firecracker VMs these figures come from), writing 100 MiB into such
+    memory, a new file's page cache or a loaded array, took 220-290 ms instead of 22-28:
+    whichever run drew it lost, at random (np.save, 6 runs in a row: 281-293 ms; after the
+    touch: 21-36 ms). Memory just let go is the kernel's to hand out again, still backed."""
+    import numpy as np
+
+    def settle() -> None:
+        os.sync()
+        np.ones(3 * nbytes // 8)  # written, then freed as soon as made
+
+    return settle
+
+
 def w4_array_result(subject: Subject, mode: Mode) -> dict[str, Any]:
     """Store (miss) and load (hit) of a large array result, against np.save / np.load on the
     same disk, in the same process, taken in turn. Each store writes a new value and the cache
@@ -152,9 +169,7 @@ def w4_array_result(subject: Subject, mode: Mode) -> dict[str, Any]:
             },
             mode.big_repeats,
             15,
-            # every run, fleche's or numpy's, starts with no dirty pages left by the one before:
-            # otherwise a run pays for writing back the previous runs' 100 MiB files, at random
-            settle=os.sync,
+            settle=_settle(bodies.ARRAY.nbytes),
         )
     return {
         "bytes": bodies.ARRAY.nbytes,

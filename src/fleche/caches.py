@@ -6,7 +6,7 @@ import builtins
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._log import get_logger
@@ -208,10 +208,12 @@ class BaseCache:
         """The WRITE context of a value key (gc re-checks a value's age under it)."""
         return NULL_CONTEXT
 
-    def _staging(self, result: Any) -> AbstractContextManager[Any]:
-        """A block in which a large ``result`` may already be written while the caller digests
-        it, before its key is known (``storage._staging``; a plain cache's storages decide)."""
-        return NULL_CONTEXT
+    def _staging(self, result: Any, key_of: Callable[[], Digest]
+                 ) -> AbstractContextManager[Callable[[], Digest]]:  # fmt: skip
+        """A block whose target gives ``result``'s key (``key_of()``): a large result may be
+        written meanwhile, before its key is known (``storage._staging``; a plain cache's
+        storages decide)."""
+        return nullcontext(key_of)
 
     # --- construction -----------------------------------------------------------------------------
     @classmethod
@@ -479,9 +481,10 @@ class Cache(BaseCache):
     def _query_records(self, template: QueryCall) -> Iterator[tuple[Digest, DigestedCall]]:
         return self.calls.query(template)
 
-    def _staging(self, result: Any) -> AbstractContextManager[Any]:
+    def _staging(self, result: Any, key_of: Callable[[], Digest]
+                 ) -> AbstractContextManager[Callable[[], Digest]]:  # fmt: skip
         stage = getattr(self.values, "stage", None)
-        return stage(result) if stage is not None else NULL_CONTEXT
+        return stage(result, key_of) if stage is not None else nullcontext(key_of)
 
     def _store_value(self, key: Digest, value: Any) -> None:
         self.values.save(value, key)

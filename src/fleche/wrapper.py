@@ -223,13 +223,15 @@ class CachedFunction:
         if self._cache_if is not None and not self._cache_if(result):
             return
         kept = copy.deepcopy(result) if self._isolate else result
-        with cache._staging(kept):  # a large result is written while it is digested
-            self._save(cache, key, hexes, values, result, kept, recorders, states)
+        # a large result is written while it is digested (the digest names its file)
+        with cache._staging(kept, lambda: digest(result)) as result_key:
+            self._save(cache, key, hexes, values, result_key, kept, recorders, states)
 
-    def _save(self, cache: BaseCache, key: Digest, hexes: list, values: Any, result: Any,
-              kept: Any, recorders: tuple, states: list) -> None:  # fmt: skip
+    def _save(self, cache: BaseCache, key: Digest, hexes: list, values: Any,
+              result_key: Callable[[], Digest], kept: Any, recorders: tuple, states: list
+              ) -> None:  # fmt: skip
         try:
-            result_digest = digest(result)
+            result_digest = result_key()
         except DigestError as e:
             warnings.warn(
                 f"the result of {self.name} cannot be digested ({e}); it was not cached",

@@ -18,6 +18,7 @@ import pytest
 import fleche
 from fleche import wrapper
 from fleche.config import cache_from_url
+from fleche.digest import digest
 from fleche.errors import DigestError, UnstorableResultWarning
 from fleche.storage import _staging
 from fleche.storage._files import FileOps, key_path, read_file
@@ -241,7 +242,9 @@ def test_values_that_gain_nothing_are_not_staged(scheme, query, value, tmp_path)
 
 def test_only_the_staged_object_under_its_own_codec_reuses_the_frame(tmp_path) -> None:
     codec, value = Codec(), big()
-    with _staging.stage(str(tmp_path), codec, value, mode=None, ops=FileOps()):
+    with _staging.stage(str(tmp_path), codec, value, lambda: digest(value), mode=None,
+                        ops=FileOps()) as key:  # fmt: skip
+        assert key() == digest(value)  # computed on the helper thread
         staged = STAGED.write
         assert codec.frame("k" * 32, value).body is staged.frame.body
         assert codec.frame("k" * 32, value.copy()).body is not staged.frame.body  # equal, not it

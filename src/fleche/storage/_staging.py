@@ -3,26 +3,26 @@
 A miss must digest its result before the value's file can be named: for a 100 MB array an xxh3
 pass of 6 ms, a quarter of ``np.save``'s whole time, spent before the first byte was written.
 :func:`stage` frames the value at once and writes it to a temp file in the storage's value
-directory on a helper thread, while the caller digests it. The storage's later ``frame`` of the
-same object (``Codec.frame``) returns that frame, and ``write_frame`` of it completes the staged
-file instead of writing the bytes again: the header's checksum (which needs the key) is computed
-while the helper finishes writing, written over the start of the file, and the file is renamed
-into place, fsynced first when the storage is durable.
+directory, while a helper thread computes its key and then the frame's checksum under that key.
+The storage's later ``frame`` of the same object (``Codec.frame``) returns that frame, and
+``write_frame`` of it completes the staged file instead of writing the bytes again: the header
+with its checksum is written over the start of the file, and the file is renamed into place,
+fsynced first when the storage is durable.
 
 A staged file nobody takes (the value was stored already, the result was not to be cached, the
 digest failed) is removed when the block ends; one a crash leaves behind is a ``.tmp`` file that
 ``gc`` sweeps. Writes go through the storage's ``FileOps`` like every other; a staged write that
-fails is dropped and the value is written the usual way, which reports the error.
-"""
+fails is dropped and the value is written the usual way, which reports the error."""
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ..digest import Digest
 from ..errors import SaveError
 from ._files import FileOps, make_dirs
 from .serialize import STAGED, Codec, Frame
@@ -35,18 +35,37 @@ STAGE_FROM = 8 << 20
 
 
 class StagedWrite:
-    """One value's frame, written to a temp file in ``directory`` by a helper thread."""
+    """One value's frame written to a temp file in ``directory`` by the calling thread, while a
+    helper thread computes its key (``key_of()``) and then the frame's checksum under it.
 
-    def __init__(self, directory: str, codec: Codec, value: Any, frame: Frame, *,
-                 mode: int | None, ops: FileOps) -> None:  # fmt: skip
+    The writing stays on the caller's thread, as ``np.save``'s does: on a VM whose host takes
+    back freed memory, a helper thread's 100 MiB write drew fresh pages from the host at random
+    (140-285 ms instead of 22), where the caller reuses the memory it has just let go.
+    """
+
+    def __init__(self, directory: str, codec: Codec, value: Any, frame: Frame,
+                 key_of: Callable[[], Digest], *, mode: int | None, ops: FileOps) -> None:  # fmt: skip
         self.directory, self.codec, self.value, self.frame = directory, codec, value, frame
         self.mode, self.ops = mode, ops
         self.fd: int | None = None
         self.temp: str | None = None
         self.error: BaseException | None = None
         self.done = False  # renamed into place
-        self._thread = threading.Thread(target=self._write, name="fleche-stage", daemon=True)
+        self._key: Digest | None = None
+        self._head: bytes | None = None  # the header completed under ``_key``
+        self._key_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._hash, args=(key_of,), name="fleche-stage",
+                                        daemon=True)  # fmt: skip
         self._thread.start()
+        self._write()
+
+    def _hash(self, key_of: Callable[[], Digest]) -> None:
+        try:
+            self._key = key = key_of()
+            frame = self.frame
+            self._head = Frame(key, frame.head, frame.body, None).checksummed_head()
+        except BaseException as e:  # handed to the caller by key()
+            self._key_error = e
 
     def _write(self) -> None:
         ops, frame = self.ops, self.frame
@@ -59,17 +78,25 @@ class StagedWrite:
             ops.preallocate(self.fd, frame.nbytes)
             for part in (frame.head, *frame.body):  # the head's checksum is still zero here
                 ops.write(self.fd, part)
-        except BaseException as e:  # the owner drops this write and writes the usual way
+        except Exception as e:  # the value is written the usual way, which reports it
             self.error = e
+
+    def key(self) -> Digest:
+        """The value's key, once the helper has computed it (its error raised here)."""
+        self._thread.join()
+        if self._key_error is not None:
+            raise self._key_error
+        assert self._key is not None
+        return self._key
 
     def finish(self, path: str, frame: Frame, durable: bool) -> bool:
         """Complete the staged file as ``frame`` (the same body, under its key) and rename it
         to ``path``. False, leaving nothing behind, when the staged write failed."""
-        head = frame.checksummed_head()  # needs the key; hashed while the helper still writes
         self._thread.join()
         if self.error is not None or self.fd is None or self.temp is None:
             self.discard()
             return False
+        head = self._head if frame.key == self._key and self._head else frame.checksummed_head()
         ops, fd, temp = self.ops, self.fd, self.temp
         try:
             try:
@@ -125,25 +152,26 @@ def stageable(codec: Codec, value: Any, at_least: int) -> bool:
 
 
 @contextmanager
-def stage(directory: str, codec: Codec, value: Any, *, mode: int | None, ops: FileOps,
-          at_least: int = 0) -> Iterator[None]:  # fmt: skip
-    """Within the block, ``value`` (when :func:`stageable`) is being written to a temp file in
-    ``directory``; see the module docstring. Does nothing for other values."""
+def stage(directory: str, codec: Codec, value: Any, key_of: Callable[[], Digest], *,
+          mode: int | None, ops: FileOps, at_least: int = 0) -> Iterator[Callable[[], Digest]]:  # fmt: skip
+    """A block whose target gives ``value``'s key: for a :func:`stageable` value, computed by a
+    helper thread while the value is written to a temp file in ``directory`` (see the module
+    docstring); for any other, ``key_of`` itself."""
     if not stageable(codec, value, at_least):
-        yield
+        yield key_of
         return
     try:
-        frame = codec.frame("", value)  # the key only enters the checksum, computed at the end
+        frame = codec.frame("", value)  # the key only enters the checksum, computed later
     except Exception:  # the usual path serialises it again and reports the error
-        yield
+        yield key_of
         return
     if frame.nbytes < at_least:  # it would be stored inline after all
-        yield
+        yield key_of
         return
-    staged = StagedWrite(directory, codec, value, frame, mode=mode, ops=ops)
+    staged = StagedWrite(directory, codec, value, frame, key_of, mode=mode, ops=ops)
     STAGED.write = staged
     try:
-        yield
+        yield staged.key
     finally:
         STAGED.write = None
         staged.discard()

@@ -920,10 +920,11 @@ class ValueEmbedded(SaveOnceMixin, EmbeddedBackend):
                 self._save_large(key, value, frame)
         return key
 
-    def stage(self, value: Any) -> AbstractContextManager[None]:
+    def stage(self, value: Any, key_of: Callable[[], Digest]
+              ) -> AbstractContextManager[Callable[[], Digest]]:  # fmt: skip
         """A large value written while the caller digests it (see ``_staging``); only values
         above the threshold, which live in files."""
-        return _staging.stage(self._files, self.codec, value, mode=self.mode, ops=self.ops,
+        return _staging.stage(self._files, self.codec, value, key_of, mode=self.mode, ops=self.ops,
                               at_least=self.threshold + 1)  # fmt: skip
 
     def _save_large(self, key: Digest, value: Any, frame: Frame) -> None:

@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -364,9 +364,10 @@ class CallFileBackend(FileBackend):
 class ValueFiles(SaveOnceMixin, FileKeyLockMixin, FileBackend):
     """Values, one file each."""
 
-    def stage(self, value: Any) -> AbstractContextManager[None]:
+    def stage(self, value: Any, key_of: Callable[[], Digest]
+              ) -> AbstractContextManager[Callable[[], Digest]]:  # fmt: skip
         """A large value written while the caller digests it (see ``_staging``)."""
-        return _staging.stage(self._dir, self.codec, value, mode=self.mode, ops=self.ops)
+        return _staging.stage(self._dir, self.codec, value, key_of, mode=self.mode, ops=self.ops)
 
 
 class CallFiles(CallMixin, FileKeyLockMixin, CallFileBackend):
