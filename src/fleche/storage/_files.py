@@ -14,6 +14,7 @@ import functools
 import itertools
 import logging
 import os
+import queue
 import sys
 import threading
 import time
@@ -23,7 +24,7 @@ from typing import Any
 from ..digest import Digest
 from ..errors import ConfigError, LockTimeoutError, SaveError
 from .base import pause_batches
-from .serialize import STAGED, Frame
+from .serialize import STAGED, Frame, FrameChecker
 
 try:
     import fcntl
@@ -53,6 +54,7 @@ _HEX = frozenset("0123456789abcdef")
 _SMALL_READ = 1 << 16  # files up to this size are read with one os.read (bytes)
 _HUGE_READ = 4 << 20  # files from this size on are read into memory backed by huge pages
 _HASH_WHILE_WRITING = 8 << 20  # frames from this size on are hashed on a thread as they are written
+_READ_PIECE = 8 << 20  # and read in pieces of this size, each hashed while the next is read
 _counter = itertools.count()  # temp-file names: pid + counter, unique without a random draw
 
 
@@ -299,22 +301,59 @@ def remove(path: str, *, durable: bool = False, ops: FileOps = OPS) -> None:
 
 
 # --- reading ------------------------------------------------------------------------------------
-def read_file(path: str) -> bytes | bytearray | memoryview:
+def read_file(path: str, checker: FrameChecker | None = None) -> bytes | bytearray | memoryview:
     """The whole file; large files are read with ``readinto`` into one preallocated buffer, so
-    values deserialised from it (numpy arrays) are views of that buffer, not copies."""
+    values deserialised from it (numpy arrays) are views of that buffer, not copies. A file of
+    ``_HASH_WHILE_WRITING`` bytes or more is fed to ``checker``, when given, piece by piece on a
+    helper thread as it is read, so its checksum is ready with its last byte."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
         size = os.fstat(fd).st_size
         if size <= _SMALL_READ:
             return os.read(fd, size)
         view = _writable_memory(size)
+        hashing = _Hashing(checker) if checker is not None and size >= _HASH_WHILE_WRITING else None
+        step = _READ_PIECE if hashing is not None else size
         got = 0
-        with open(fd, "rb", buffering=0, closefd=False) as f:
-            while got < size and (n := f.readinto(view[got:])):
-                got += n
+        try:
+            with open(fd, "rb", buffering=0, closefd=False) as f:
+                while got < size and (n := f.readinto(view[got : got + step])):
+                    if hashing is not None:
+                        hashing.feed(view[got : got + n])
+                    got += n
+        finally:
+            if hashing is not None:
+                hashing.close()
         return view if got == size else view[:got]  # shorter: it shrank while read (a miss)
     finally:
         os.close(fd)
+
+
+class _Hashing:
+    """Pieces of a file handed to a helper thread that feeds them to a ``FrameChecker``
+    (xxhash releases the GIL), while the caller reads the next ones."""
+
+    def __init__(self, checker: FrameChecker) -> None:
+        self.checker = checker
+        self.pieces: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="fleche-verify", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while (piece := self.pieces.get()) is not None:
+                self.checker.feed(piece)
+        except BaseException:  # loads computes the checksum itself
+            self.checker.spoil()
+            while self.pieces.get() is not None:  # drain, so close() returns
+                pass
+
+    def feed(self, piece: memoryview) -> None:
+        self.pieces.put(piece)
+
+    def close(self) -> None:
+        self.pieces.put(None)
+        self.thread.join()
 
 
 def _writable_memory(size: int) -> memoryview:

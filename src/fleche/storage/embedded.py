@@ -49,7 +49,7 @@ from ._files import OPS, FileOps, key_path, make_dirs, read_file, write_frame
 from .base import NULL_CONTEXT, BatchScope, CallMixin, Intent, StorageBackend, check_key
 from .embedded_upgrade import call_from_parts, upgrade
 from .filesystem import DirectoryOptions, FileKeyLockMixin, SaveOnceMixin, _rebuild
-from .serialize import Codec, Frame
+from .serialize import Codec, Frame, FrameChecker
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -495,17 +495,18 @@ class EmbeddedBackend(StorageBackend):
         )
         if row is None:
             raise KeyError(key)
-        data = row[0]
+        data, checker = row[0], None
         if data is None:
-            data = self._read_file(key, blob)
+            checker = self.codec.checker(key)
+            data = self._read_file(key, blob, checker)
         try:
-            return self.codec.loads(key, data)
+            return self.codec.loads(key, data, checker)
         except IntegrityError as e:
             raise self._corrupt(key, e) from e
 
-    def _read_file(self, key: Digest, blob: bytes) -> Any:
+    def _read_file(self, key: Digest, blob: bytes, checker: FrameChecker | None = None) -> Any:
         try:
-            return read_file(key_path(self._files, key))
+            return read_file(key_path(self._files, key), checker)
         except FileNotFoundError:
             pass
         # evicted or rewritten inline since the SELECT (a plain miss or a retry), or lost

@@ -44,7 +44,7 @@ from ._files import (
 )
 from .base import CallMixin, Intent, StorageBackend, ValueMixin, check_key
 from .locking import LockTable, PerKeyLockMixin
-from .serialize import Codec, dump_record, load_record
+from .serialize import Codec, FrameChecker, dump_record, load_record
 
 __all__ = [
     "CallFileBackend",
@@ -268,14 +268,21 @@ class FileBackend(StorageBackend):
         self._write(self._path(key), key, value)
 
     def _get(self, key: Digest) -> Any:
+        checker = self._checker(key)
         try:
-            data = read_file(self._path(key))
+            data = read_file(self._path(key), checker)
         except FileNotFoundError:
             raise KeyError(key) from None
         try:
-            return self._decode(key, data)
+            return (
+                self._decode(key, data) if checker is None else self.codec.loads(key, data, checker)
+            )
         except IntegrityError as e:
             raise self._corrupt(key, e) from e
+
+    def _checker(self, key: Digest) -> FrameChecker | None:
+        """The checksum a large value file's read computes as it goes (``Codec.checker``)."""
+        return self.codec.checker(key)
 
     def _contains(self, key: Digest) -> bool:
         return os.path.exists(self._path(key))
@@ -359,6 +366,9 @@ class CallFileBackend(FileBackend):
 
     def _decode(self, key: Digest, data: bytes | bytearray | memoryview) -> DigestedCall:
         return DigestedCall.from_record(load_record(key, bytes(data)))
+
+    def _checker(self, key: Digest) -> None:
+        return None  # records are JSON, checked by load_record
 
 
 class ValueFiles(SaveOnceMixin, FileKeyLockMixin, FileBackend):

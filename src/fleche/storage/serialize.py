@@ -146,8 +146,15 @@ class Codec:
         return b"".join(self.dumps(key, value))
 
     # --- reading ------------------------------------------------------------------------------
-    def loads(self, key: str, frame: bytes | bytearray | memoryview) -> Any:
-        """The value in ``frame``; ``IntegrityError`` if it is torn, altered or wrongly signed."""
+    def checker(self, key: str) -> FrameChecker | None:
+        """A checksum to compute as the frame of ``key`` is read (``_files.read_file``), for
+        ``loads``; None when the codec signs (a signed frame is verified after it is read)."""
+        return None if self.keys else FrameChecker(key)
+
+    def loads(self, key: str, frame: bytes | bytearray | memoryview,
+              checker: FrameChecker | None = None) -> Any:  # fmt: skip
+        """The value in ``frame``; ``IntegrityError`` if it is torn, altered or wrongly signed.
+        ``checker``: the checksum of ``frame``'s bytes computed while they were read, if any."""
         if type(frame) is bytes and not self.keys and len(frame) >= _HEAD.size:
             # the usual small value: one plain pickle, unsigned, uncompressed, no buffers
             magic, flags, n_buffers, pickle_len, checksum = _HEAD.unpack_from(frame)
@@ -184,8 +191,7 @@ class Codec:
         lengths_end = offset + _LEN.size * n_buffers
         if lengths_end + pickle_len > view.nbytes:
             raise IntegrityError(f"entry {key}: truncated")
-        body = view[offset:]
-        if _checksum(key, view[: _HEAD.size - 8], [body]) != checksum:
+        if _frame_checksum(key, view, offset, checker) != checksum:
             raise IntegrityError(f"entry {key}: checksum mismatch (corrupt or truncated)")
         lengths = [_LEN.unpack_from(view, offset + i * _LEN.size)[0] for i in range(n_buffers)]
         data = view[lengths_end : lengths_end + pickle_len]
@@ -203,6 +209,34 @@ class Codec:
             return pickle.loads(data, buffers=buffers)
         except Exception as e:  # checksum passed: the writer's environment differs from ours
             raise IntegrityError(f"entry {key}: cannot be unpickled here ({e})") from e
+
+
+class FrameChecker:
+    """The checksum of an unsigned frame computed from its bytes in order, fed in pieces as they
+    are read (the header's own checksum field left out, as ``_checksum`` leaves it), so a large
+    value's check costs no time beside its read (issue 7, W4)."""
+
+    __slots__ = ("_hasher", "nbytes")
+
+    def __init__(self, key: str) -> None:
+        self._hasher = xxhash.xxh3_64(key.encode())
+        self.nbytes = 0
+
+    def feed(self, piece: memoryview) -> None:
+        """The next ``piece`` of the frame."""
+        start, field, size = self.nbytes, _HEAD.size - 8, piece.nbytes  # field: bytes [17, 25)
+        if start < _HEAD.size:
+            self._hasher.update(piece[: max(0, field - start)])
+            piece = piece[_HEAD.size - start :]
+        self._hasher.update(piece)
+        self.nbytes = start + size  # counted once hashed: a failed update leaves it short
+
+    def spoil(self) -> None:
+        """Mark it unusable (its feeding failed): ``loads`` then computes the checksum itself."""
+        self.nbytes = -1
+
+    def intdigest(self) -> int:
+        return self._hasher.intdigest()
 
 
 class Frame:
@@ -280,6 +314,14 @@ class BackgroundChecksum:
     def join(self) -> None:
         """Wait for the helper thread (after a failed write, before the buffers are let go)."""
         self._thread.join()
+
+
+def _frame_checksum(key: str, view: memoryview, offset: int, checker: FrameChecker | None) -> int:
+    """The checksum of the frame in ``view`` whose body starts at ``offset``: the one ``checker``
+    computed while these very bytes were read (an unsigned frame, read whole), or computed here."""
+    if checker is not None and offset == _HEAD.size and checker.nbytes == view.nbytes:
+        return checker.intdigest()
+    return _checksum(key, view[: _HEAD.size - 8], [view[offset:]])
 
 
 def _checksum(key: str, head: bytes | memoryview, body: Iterable[bytes | memoryview]) -> int:
