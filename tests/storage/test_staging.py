@@ -34,6 +34,12 @@ def big(first: float = 0.0) -> np.ndarray:
     return array
 
 
+@fleche.fleche
+def compute(i: int) -> np.ndarray:
+    """A new large result for each ``i``."""
+    return big(i)
+
+
 class Spy(FileOps):
     """Counts the bytes each temp file received; fails where told to."""
 
@@ -94,10 +100,6 @@ def value_path(cache: Any, key: str) -> str:
 def test_a_large_result_is_written_once_while_it_is_digested(scheme, tmp_path) -> None:
     cache, spy = open_cache(scheme, tmp_path)
 
-    @fleche.fleche
-    def compute(i: int) -> np.ndarray:
-        return big(i)
-
     with fleche.cache(cache):
         returned = compute(3)
         key = compute.digest(3)
@@ -141,10 +143,6 @@ def test_a_staged_file_nobody_takes_is_removed(scheme, tmp_path, monkeypatch) ->
 
     monkeypatch.setattr(wrapper, "digest", refuse)
 
-    @fleche.fleche
-    def compute(i: int) -> np.ndarray:
-        return big(i)
-
     with fleche.cache(cache), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert np.array_equal(compute(1), big(1))
@@ -159,10 +157,6 @@ def test_a_failed_staged_write_falls_back_to_the_plain_write(scheme, tmp_path) -
     cache, spy = open_cache(scheme, tmp_path)
     spy.fail_staged = True
 
-    @fleche.fleche
-    def compute(i: int) -> np.ndarray:
-        return big(i)
-
     with fleche.cache(cache):
         compute(4)
         assert np.array_equal(compute.load(4), big(4))
@@ -175,10 +169,6 @@ def test_when_no_write_succeeds_the_result_is_returned_unstored(scheme, tmp_path
     cache, spy = open_cache(scheme, tmp_path)
     spy.fail_all = True
 
-    @fleche.fleche
-    def compute(i: int) -> np.ndarray:
-        return big(i)
-
     with fleche.cache(cache), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert np.array_equal(compute(5), big(5))
@@ -190,10 +180,6 @@ def test_when_no_write_succeeds_the_result_is_returned_unstored(scheme, tmp_path
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_a_durable_cache_fsyncs_the_staged_file_and_its_directory(scheme, tmp_path) -> None:
     cache, spy = open_cache(scheme, tmp_path, "?durable=1")
-
-    @fleche.fleche
-    def compute(i: int) -> np.ndarray:
-        return big(i)
 
     with fleche.cache(cache):
         compute(6)
