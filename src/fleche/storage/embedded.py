@@ -979,9 +979,6 @@ class CallEmbedded(CallMixin, FileKeyLockMixin, EmbeddedCallBackend):
             self._execute_many(_INSERT_CALL, rows)
             self._execute_many(_INSERT_ARGUMENTS, arguments)
 
-    def _process_lock(self, key: str) -> Any:
-        return _files.range_lock(f"{self._lock_dir}.lock", key, self.lock_timeout, self.mode)
-
 
 def cache_from_url(url: str) -> Cache:
     """The embedded cache in a directory: ``embedded:///abs/dir?threshold=32768&durable=1``.

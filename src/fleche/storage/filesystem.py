@@ -190,9 +190,11 @@ if hasattr(os, "register_at_fork"):
 
 
 class FileKeyLockMixin(PerKeyLockMixin):
-    """Per-key locks that also exclude other processes, through lock files in ``_lock_dir``.
+    """Per-key locks that also exclude other processes: a record lock on one byte of the file
+    ``<_lock_dir>.lock`` per key (``_files.RangeLock``), so taking one creates and removes no
+    file (a lock file per key cost a file creation and a removal per write).
 
-    Needs from its host: ``_lock_dir`` (a directory path), ``mode`` and ``lock_timeout``.
+    Needs from its host: ``_lock_dir`` (a path), ``mode`` and ``lock_timeout``.
     """
 
     _lock_dir: str
@@ -202,7 +204,7 @@ class FileKeyLockMixin(PerKeyLockMixin):
         return shared_lock_table(self._lock_dir)
 
     def _process_lock(self, key: str) -> Any:
-        return _files.key_lock(f"{self._lock_dir}/{key}", self.lock_timeout, self.mode)
+        return _files.range_lock(f"{self._lock_dir}.lock", key, self.lock_timeout, self.mode)
 
 
 class SaveOnceMixin(ValueMixin):
