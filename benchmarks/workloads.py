@@ -119,10 +119,10 @@ def w3_array_argument(subject: Subject, mode: Mode) -> dict[str, Any]:
 def _settle(nbytes: int) -> Any:
     """What runs, untimed, before each W4 run, fleche's or numpy's: ``os.sync``, so that no run
     pays for writing back the previous runs' files, then three times ``nbytes`` of memory
-    touched and let go at once. On a VM whose host takes back the memory a guest frees (free
-    page reporting: the Firecracker VMs these figures come from), writing 100 MiB into such
-    memory, a new file's page cache or a loaded array, took 220-290 ms instead of 22-28:
-    whichever run drew it lost, at random (np.save, 6 runs in a row: 281-293 ms; after the
+    touched and let go at once. On the VM these figures come from (a Firecracker kernel with a
+    balloon device; its host, we read, takes back memory the guest frees), writing 100 MiB into
+    fresh memory, a new file's page cache or a loaded array, took up to 296 ms instead of 22-28:
+    whichever run drew it lost, at random (np.save, 12 runs in a row: 220-294 ms; after the
     touch: 21-36 ms). Memory just let go is the kernel's to hand out again, still backed."""
     import numpy as np
 

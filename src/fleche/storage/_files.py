@@ -189,6 +189,15 @@ def _fallocate() -> Callable[[int, int, int, int], int] | None:
     return function
 
 
+def open_temp(path: str, mode: int | None, ops: FileOps = OPS) -> tuple[int, str]:
+    """``ops.open_temp`` beside ``path``, creating its directory the first time."""
+    try:
+        return ops.open_temp(path, mode)
+    except FileNotFoundError:  # the first entry under this directory
+        make_dirs(os.path.dirname(path), mode)
+        return ops.open_temp(path, mode)
+
+
 def write_atomic(
     path: str,
     parts: Iterable[bytes | memoryview],
@@ -209,11 +218,7 @@ def write_atomic(
     failure of the final directory fsync leaves the complete new file.
     """
     try:
-        try:
-            fd, temp = ops.open_temp(path, mode)
-        except FileNotFoundError:  # first entry under this fan-out directory
-            make_dirs(os.path.dirname(path), mode)
-            fd, temp = ops.open_temp(path, mode)
+        fd, temp = open_temp(path, mode, ops)
         try:
             try:
                 if size is not None and size >= PREALLOCATE_FROM:

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..digest import Digest
 from ..errors import SaveError
-from ._files import FileOps, make_dirs
+from ._files import FileOps, make_dirs, open_temp
 from .serialize import STAGED, Codec, Frame
 
 __all__ = ["STAGE_FROM", "StagedWrite", "stage"]
@@ -38,9 +38,9 @@ class StagedWrite:
     """One value's frame written to a temp file in ``directory`` by the calling thread, while a
     helper thread computes its key (``key_of()``) and then the frame's checksum under it.
 
-    The writing stays on the caller's thread, as ``np.save``'s does: on a VM whose host takes
-    back freed memory, a helper thread's 100 MiB write drew fresh pages from the host at random
-    (140-285 ms instead of 22), where the caller reuses the memory it has just let go.
+    The writing stays on the caller's thread, as ``np.save``'s does: on the VM this was measured
+    on, a helper thread's 100 MiB write took 112-283 ms in most rounds instead of 22, where
+    ``np.save`` on the caller's thread did not (slow fresh memory on the other core, we read).
     """
 
     def __init__(self, directory: str, codec: Codec, value: Any, frame: Frame,
@@ -70,11 +70,7 @@ class StagedWrite:
     def _write(self) -> None:
         ops, frame = self.ops, self.frame
         try:
-            try:
-                self.fd, self.temp = ops.open_temp(f"{self.directory}/staged", self.mode)
-            except FileNotFoundError:  # the first large value of this storage
-                make_dirs(self.directory, self.mode)
-                self.fd, self.temp = ops.open_temp(f"{self.directory}/staged", self.mode)
+            self.fd, self.temp = open_temp(f"{self.directory}/staged", self.mode, ops)
             ops.preallocate(self.fd, frame.nbytes)
             for part in (frame.head, *frame.body):  # the head's checksum is still zero here
                 ops.write(self.fd, part)

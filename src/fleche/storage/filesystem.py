@@ -259,8 +259,9 @@ class FileBackend(StorageBackend):
         frame = self.codec.frame(key, value)
         write_frame(path, frame, durable=self.durable, mode=self.mode, ops=self.ops)
 
-    def _decode(self, key: Digest, data: bytes | bytearray | memoryview) -> Any:
-        return self.codec.loads(key, data)
+    def _decode(self, key: Digest, data: bytes | bytearray | memoryview,
+                checker: FrameChecker | None = None) -> Any:  # fmt: skip
+        return self.codec.loads(key, data, checker)
 
     # --- primitives -------------------------------------------------------------------------
     def _path(self, key: str) -> str:
@@ -276,9 +277,7 @@ class FileBackend(StorageBackend):
         except FileNotFoundError:
             raise KeyError(key) from None
         try:
-            return (
-                self._decode(key, data) if checker is None else self.codec.loads(key, data, checker)
-            )
+            return self._decode(key, data, checker)
         except IntegrityError as e:
             raise self._corrupt(key, e) from e
 
@@ -366,7 +365,8 @@ class CallFileBackend(FileBackend):
         parts = [dump_record(key, value.to_record())]
         write_atomic(path, parts, durable=self.durable, mode=self.mode, ops=self.ops)
 
-    def _decode(self, key: Digest, data: bytes | bytearray | memoryview) -> DigestedCall:
+    def _decode(self, key: Digest, data: bytes | bytearray | memoryview,
+                checker: FrameChecker | None = None) -> DigestedCall:  # fmt: skip
         return DigestedCall.from_record(load_record(key, bytes(data)))
 
     def _checker(self, key: Digest) -> None:

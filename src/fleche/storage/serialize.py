@@ -216,14 +216,17 @@ class FrameChecker:
     are read (the header's own checksum field left out, as ``_checksum`` leaves it), so a large
     value's check costs no time beside its read (issue 7, W4)."""
 
-    __slots__ = ("_hasher", "nbytes")
+    __slots__ = ("_hasher", "_key", "nbytes")
 
     def __init__(self, key: str) -> None:
-        self._hasher = xxhash.xxh3_64(key.encode())
+        self._key = key
+        self._hasher: Any = None  # made on the first piece: most reads are small and feed none
         self.nbytes = 0
 
     def feed(self, piece: memoryview) -> None:
         """The next ``piece`` of the frame."""
+        if self._hasher is None:
+            self._hasher = xxhash.xxh3_64(self._key.encode())
         start, field, size = self.nbytes, _HEAD.size - 8, piece.nbytes  # field: bytes [17, 25)
         if start < _HEAD.size:
             self._hasher.update(piece[: max(0, field - start)])
@@ -236,7 +239,9 @@ class FrameChecker:
         self.nbytes = -1
 
     def intdigest(self) -> int:
-        return self._hasher.intdigest()
+        """The checksum of what was fed (``loads`` uses it only when that was the whole frame)."""
+        hasher = self._hasher or xxhash.xxh3_64(self._key.encode())
+        return int(hasher.intdigest())
 
 
 class Frame:
