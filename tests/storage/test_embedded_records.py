@@ -108,3 +108,23 @@ def test_records_round_trip_whatever_their_metadata_and_code_digest(
     fleche = metadata.get("fleche")
     if isinstance(fleche, dict) and "created" in fleche:  # 2 stays an int, 1.5 a float
         assert type(loaded.metadata["fleche"]["created"]) is type(fleche["created"])
+
+
+class _Opaque:
+    def __repr__(self) -> str:
+        return "<opaque>"
+
+
+def test_the_record_text_is_what_json_dumps_gives_with_the_same_options() -> None:
+    """The record's JSON comes from one encoder made once; it must write what ``json.dumps``
+    with the same options writes (a set and a tuple as lists, anything else as its repr)."""
+    import json
+
+    from fleche.storage.embedded import _jsonable, _record_json
+
+    parts = ["f", None, '{"v":1}', ["x", "ü"], {"tags": {"b"}, "shape": (1, 2), "o": _Opaque(),
+             "nested": {"é": [1.5, None, True]}}, None]  # fmt: skip
+    assert _record_json(parts) == json.dumps(parts, separators=(",", ":"), default=_jsonable)
+    assert json.loads(_record_json(parts))[4] == {
+        "tags": ["b"], "shape": [1, 2], "o": "<opaque>", "nested": {"é": [1.5, None, True]},
+    }  # fmt: skip

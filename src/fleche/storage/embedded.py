@@ -636,6 +636,9 @@ def _jsonable(value: Any) -> Any:
 # ``module`` and ``version`` are copies in columns for the index, checked against the record when
 # it is decoded.
 _CALL_COLUMNS = "name, module, version, result, record, checksum"
+# what json.dumps(..., separators=(",", ":"), default=_jsonable) gives, without a new encoder
+# made for each record (json.dumps makes one whenever it is given options)
+_record_json = json.JSONEncoder(separators=(",", ":"), default=_jsonable).encode
 _HEAD = struct.Struct("<HBd")  # argument count, flags, created
 _CREATED, _CODE = 1, 2  # flags: ``created`` was moved out of the metadata; a 16-byte code digest
 _xxh3_64 = xxhash.xxh3_64_intdigest
@@ -666,11 +669,8 @@ def _call_row(key: str, call: DigestedCall) -> tuple[Any, ...]:
     if code_text is not None and is_hex_key(code_text, full=True):
         flags, code, code_text = flags | _CODE, bytes.fromhex(code_text), None
     version = _version_text(call.version)
-    text = json.dumps(
-        [call.name, call.module, version, list(call.arguments), metadata, code_text],
-        separators=(",", ":"),
-        default=_jsonable,
-    )
+    text = _record_json([call.name, call.module, version, list(call.arguments), metadata,
+                         code_text])  # fmt: skip
     record = _HEAD.pack(len(call.arguments), flags, created) + code + args + text.encode()
     return (
         call.name, call.module, version, result, record,
@@ -740,7 +740,9 @@ class EmbeddedCallBackend(EmbeddedBackend):
             self._execute(_REPLACE_CALL, (blob, *row))
         except sqlite3.Error as e:
             _raise_save_error(e, f"cannot use {self._db.path}")
-        self._execute_many(_INSERT_ARGUMENTS, _argument_rows(blob, row[4], value.arguments))
+        # the record's argument digests, in its order (``_argument_rows`` would read them back)
+        arguments = [(p, bytes.fromhex(d), blob) for p, d in value.arguments.items()]
+        self._execute_many(_INSERT_ARGUMENTS, arguments)
 
     def _unindex(self, blob: bytes) -> bool:
         """Drop the argument rows of the record under ``blob``; False when there is none."""
@@ -815,8 +817,9 @@ class EmbeddedCallBackend(EmbeddedBackend):
         codec, threshold, upsert = values.codec, values.threshold, values._upsert_inline
         put = self._put
 
-        def _framed(key: Digest, value: Any) -> tuple[Any, Frame]:
-            return value, codec.frame(key, value)  # the value too: a large one is written from it
+        def _framed(key: Digest, value: Any) -> tuple[Any, bytes | Frame]:
+            # the value too: a large one is written from it
+            return value, codec.small_frame(key, value, threshold)
 
         def write(key: Digest, record: DigestedCall, arguments: Sequence[tuple[Digest, Any]],
                   result_key: Digest, result: Any) -> Exception | None:  # fmt: skip
@@ -825,7 +828,9 @@ class EmbeddedCallBackend(EmbeddedBackend):
                 return framed
             now, rows = time.time(), []
             for value_key, (value, frame) in framed.items():
-                if frame.nbytes <= threshold:
+                if isinstance(frame, bytes):
+                    rows.append((bytes.fromhex(value_key), frame, now))
+                elif frame.nbytes <= threshold:  # signed, compressed or with buffers
                     rows.append((bytes.fromhex(value_key), b"".join(frame.parts()), now))
                 else:
                     values._save_large(value_key, value, frame)
@@ -913,10 +918,12 @@ class ValueEmbedded(SaveOnceMixin, EmbeddedBackend):
     def save(self, value: Any, key: str | None = None) -> Digest:
         key = digest(value) if key is None else check_key(key)
         with self._operation_context(key, intent=Intent.WRITE):
-            frame = self.codec.frame(key, value)
-            if frame.nbytes <= self.threshold:  # one statement, not a look then a write
-                row = (bytes.fromhex(key), b"".join(frame.parts()), time.time())
-                self._execute(self._upsert_inline, row)
+            frame = self.codec.small_frame(key, value, self.threshold)
+            if isinstance(frame, bytes):  # one statement, not a look then a write
+                self._execute(self._upsert_inline, (bytes.fromhex(key), frame, time.time()))
+            elif frame.nbytes <= self.threshold:  # signed, compressed or with buffers
+                blob = b"".join(frame.parts())
+                self._execute(self._upsert_inline, (bytes.fromhex(key), blob, time.time()))
             else:
                 self._save_large(key, value, frame)
         return key
