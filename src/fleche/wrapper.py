@@ -43,6 +43,32 @@ __all__ = ["BoundWrapper", "CachedFunction", "fleche"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+KNOWN_KEYS = 4096
+"""Calls per function whose lookup keys are remembered (all forgotten at once when it is full)."""
+_SHORT = 256  # the longest str or bytes argument whose call's key is remembered
+_INT64 = 0x7FFFFFFFFFFFFFFF
+
+
+def _probe(values: Any, indices: tuple[int, ...]) -> tuple[Any, ...] | None:
+    """The keyed arguments as a dict key when each is an int (64 bits), a short str or bytes, or
+    None, else None. Among such values, equal means the same type and the same digest; so no
+    float (``0.0 == -0.0``), bool (``True == 1``) or container is remembered, and nothing big
+    is kept alive."""
+    probe = []
+    for i in indices:
+        value = values[i]
+        kind = type(value)
+        if kind is int:
+            if not -_INT64 - 1 <= value <= _INT64:
+                return None
+        elif kind is str or kind is bytes:
+            if len(value) > _SHORT:
+                return None
+        elif value is not None:
+            return None
+        probe.append(value)
+    return tuple(probe)
+
 
 class CachedFunction:
     """A function whose calls are looked up in, and stored to, a cache.
@@ -129,6 +155,9 @@ class CachedFunction:
         self._keymaker: KeyMaker | None = None
         self._key_of: Callable[[list[str]], str] | None = None
         self._code_digest: str | None = None
+        self._indices = tuple(i for i, _ in self._keyed)
+        # keys of recent calls with small scalar arguments: a hit skips digesting them again
+        self._known: dict[tuple[Any, ...], tuple[Digest, list[str]]] = {}
 
     # --- per-function facts, computed once ----------------------------------------------------
     def _key_maker(self) -> KeyMaker:
@@ -165,7 +194,15 @@ class CachedFunction:
         return self._binder.bind(args, kwargs), args, kwargs
 
     def _key(self, values: Any, cache: BaseCache | None) -> tuple[Digest, list, bool]:
-        """The lookup key, the argument hex digests and whether a Digest stood for an argument."""
+        """The lookup key, the argument hex digests and whether a Digest stood for an argument.
+
+        Remembered for calls whose arguments :func:`_probe` accepts (the caller only reads the
+        list of digests)."""
+        probe = _probe(values, self._indices)
+        if probe is not None:
+            known = self._known.get(probe)
+            if known is not None:
+                return known[0], known[1], False
         hexes = []
         indirect = False
         for i, name in self._keyed:
@@ -179,7 +216,12 @@ class CachedFunction:
             except DigestError as e:
                 raise e.at(f"arguments[{name!r}]") from None
         key_of = self._key_of or self._make_key_of()
-        return Digest(key_of(hexes)), hexes, indirect
+        key = Digest(key_of(hexes))
+        if probe is not None:
+            if len(self._known) >= KNOWN_KEYS:
+                self._known.clear()
+            self._known[probe] = (key, hexes)
+        return key, hexes, indirect
 
     def _make_key_of(self) -> Callable[[list[str]], str]:
         self._key_of = self._key_maker().fixed(tuple(name for _, name in self._keyed))
