@@ -28,6 +28,15 @@ def median(results: dict[str, Any], *path: Any) -> float | None:
     return node if isinstance(node, int | float) else None
 
 
+def hit_growth(first: dict[str, Any], last: dict[str, Any]) -> float | None:
+    """W5: the hit at the ``last`` step over the hit at the ``first``, from the hits of the
+    reference store (holding the first size) timed in turn with the last's, when there are
+    (``scale.Reference``), else from the two steps' own hits."""
+    reference = median(last, "reference_hit_us")
+    hit, before = median(last, "hit_us"), reference or median(first, "hit_us")
+    return hit / before if hit is not None and before else None
+
+
 def why_missing(results: dict[str, Any], task: str, subject: str) -> str:
     """A short cell text for a subject without a figure: unavailable, error, or not run."""
     node = get(results, task, subject)

@@ -9,12 +9,15 @@ backends through a memory cache and ``transfer``), and its fill time is reported
 from __future__ import annotations
 
 import random
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from . import bodies
 from .modes import Mode
 from .subjects import FlecheSubject, Subject
-from .timing import budgeted, current_rss, peak_rss, per_call
+from .timing import budgeted, current_rss, peak_rss, per_call, per_call_in_turn
 
 
 def fill(subject: Subject, f: Any, start: int, stop: int) -> dict[str, float]:
@@ -23,8 +26,8 @@ def fill(subject: Subject, f: Any, start: int, stop: int) -> dict[str, float]:
     return subject.fill(f, ((i, bodies.group(i)) for i in range(start, stop)))
 
 
-def hits(f: Any, stored: int, mode: Mode) -> dict[str, Any]:
-    """Microseconds per hit over ``mode.probes`` stored keys drawn from the whole store."""
+def _hit_run(f: Any, stored: int, mode: Mode) -> Any:
+    """A run of hits on ``mode.probes`` stored keys drawn from the whole store."""
     probe = random.Random(stored).sample(range(stored), min(mode.probes, stored))
     keys = [(i, bodies.group(i)) for i in probe]
 
@@ -33,7 +36,38 @@ def hits(f: Any, stored: int, mode: Mode) -> dict[str, Any]:
             f(a, b)
         return len(keys)
 
-    return per_call(run, mode.repeats)
+    return run
+
+
+def hits(f: Any, stored: int, mode: Mode) -> dict[str, Any]:
+    """Microseconds per hit over ``mode.probes`` stored keys drawn from the whole store."""
+    return per_call(_hit_run(f, stored, mode), mode.repeats)
+
+
+class Reference:
+    """A second store of the subject's backend holding the first size's calls, whose hits are
+    timed in turn with the growing store's at every later step: W5's target compares the two,
+    measured in the same seconds. Timed at different minutes instead, the same hit moved by up
+    to 1.9x on the virtual machine of the 2026-12-03 runs (see docs/performance.md)."""
+
+    def __init__(self, subject: FlecheSubject, f: Any, stored: int) -> None:
+        # outside the subject's directory, whose footprint is measured
+        self.root = Path(tempfile.mkdtemp(prefix="fleche-bench-w5-reference-"))
+        self.subject = subject.twin(self.root)
+        self.subject.fill(f, ((i, bodies.group(i)) for i in range(stored)))
+        self.f, self.stored = self.subject.decorate_here(bodies.small), stored
+
+    def hits(self, f: Any, stored: int, mode: Mode) -> dict[str, Any]:
+        """The growing store's hits (``hit_us``) and this store's (``reference_hit_us``)."""
+        runs = {"hit_us": _hit_run(f, stored, mode),
+                "reference_hit_us": _hit_run(self.f, self.stored, mode)}  # fmt: skip
+        return per_call_in_turn(runs, mode.repeats)
+
+    def close(self) -> None:
+        try:
+            self.subject.close()
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def queries(subject: FlecheSubject, f: Any, stored: int, mode: Mode) -> dict[str, Any]:
@@ -85,26 +119,38 @@ def w5_scale(subject: Subject, mode: Mode, workloads: set[str]) -> dict[str, Any
     steps: list[dict[str, Any]] = []
     not_reached: list[dict[str, Any]] = []
     stored, spent = 0, 0.0
-    for size in mode.subject_scale.get(subject.name, mode.scale):
-        if stored and spent / stored * (size - stored) + spent > mode.fill_budget:
-            more = spent / stored * (size - stored)
-            not_reached.append({
-                "stored": size,
-                "why": f"filling to {size:,} would take about {more:.0f} s more, past this "
-                f"mode's {mode.fill_budget:.0f} s budget"
-                + ("" if mode.name == "full" else " (--full has a larger one)"),
-            })  # fmt: skip
-            break
-        step: dict[str, Any] = {"stored": size, **fill(subject, f, stored, size)}
-        spent += step["fill_s"]
-        stored = size
-        if "W5" in workloads:
-            step["hit_us"] = hits(f, stored, mode)
-            step["footprint"] = subject.footprint()
-            step["rss_added"] = current_rss() - rss_before
-        if "W8" in workloads and isinstance(subject, FlecheSubject):
-            step.update(queries(subject, f, stored, mode))
-        steps.append(step)
+    reference: Reference | None = None
+    try:
+        for size in mode.subject_scale.get(subject.name, mode.scale):
+            if stored and spent / stored * (size - stored) + spent > mode.fill_budget:
+                more = spent / stored * (size - stored)
+                not_reached.append({
+                    "stored": size,
+                    "why": f"filling to {size:,} would take about {more:.0f} s more, past this "
+                    f"mode's {mode.fill_budget:.0f} s budget"
+                    + ("" if mode.name == "full" else " (--full has a larger one)"),
+                })  # fmt: skip
+                break
+            step: dict[str, Any] = {"stored": size, **fill(subject, f, stored, size)}
+            spent += step["fill_s"]
+            stored = size
+            if "W5" in workloads and reference is not None:
+                step.update(reference.hits(f, stored, mode))
+            elif "W5" in workloads:
+                step["hit_us"] = hits(f, stored, mode)
+                if isinstance(subject, FlecheSubject) and subject.persistent:
+                    before = current_rss()
+                    reference = Reference(subject, f, stored)
+                    rss_before += current_rss() - before  # the subject's own memory, not its
+            if "W5" in workloads:
+                step["footprint"] = subject.footprint()
+                step["rss_added"] = current_rss() - rss_before
+            if "W8" in workloads and isinstance(subject, FlecheSubject):
+                step.update(queries(subject, f, stored, mode))
+            steps.append(step)
+    finally:
+        if reference is not None:
+            reference.close()
     result: dict[str, Any] = {"steps": steps}
     if not_reached:
         result["not_reached"] = not_reached

@@ -254,6 +254,21 @@ class FlecheSubject(Subject):
     def decorate(self, func: Callable[..., Any]) -> Callable[..., Any]:
         return self.fleche(func)
 
+    def twin(self, workdir: Path) -> FlecheSubject:
+        """Another store of this backend in ``workdir`` (a fresh prefix on a server), opened
+        without being made the active cache: W5's reference store (see ``scale``)."""
+        from fleche.config import cache_from_url, resolve_cache
+
+        twin = type(self)(workdir)
+        twin.cache = resolve_cache(twin.url) if "://" not in twin.url else cache_from_url(twin.url)
+        return twin
+
+    def decorate_here(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """``func`` cached in this subject's store whichever cache is active."""
+        import fleche
+
+        return fleche.fleche(cache=self.cache)(func)
+
     def fill(self, f: Callable[..., Any], calls: Iterable[tuple[Any, ...]]) -> dict[str, float]:
         """Persistent: compute into a memory cache, then transfer it in bulk (see the module)."""
         if not self.persistent:

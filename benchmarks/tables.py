@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .fmt import duration, get, median, ratio, sig, size, table, us, why_missing
+from .fmt import duration, get, hit_growth, median, ratio, sig, size, table, us, why_missing
 from .runner import APPLIES, FLECHE, NOT_APPLICABLE
 from .subjects import ALL, PEERS
 
@@ -159,7 +159,7 @@ def scale(results: dict[str, Any]) -> str:
         rows.append([
             s,
             *[us(h) for h in hits],
-            ratio(median(last, "hit_us"), median(first, "hit_us")) + where,
+            ratio(hit_growth(first, last), 1) + where,
             (size(foot.get("bytes")) if foot else size(last.get("rss_added")) + " RSS") + where,
             f"{foot['files']:,}" if foot else "—",
             duration(last["fill_s"] / max(1, last["stored"] - before)),
@@ -170,7 +170,18 @@ def scale(results: dict[str, Any]) -> str:
         f"largest ÷ {sizes[0]:,}" if sizes else "",
     ]
     header += ["size at the largest", "files / keys", "fill, per call"]
+    in_turn = [
+        s
+        for s in subjects
+        if any("reference_hit_us" in st for st in get(results, "scale", s, "steps") or [])
+    ]
     notes = [
+        f"- the largest ÷ {sizes[0]:,} column of {', '.join(in_turn)}: the largest step's hit "
+        f"over the hit of a second store holding {sizes[0]:,} calls, the two timed in turn; "
+        "of the others, over the first step's own hit"
+        for _ in in_turn[:1]
+    ]  # fmt: skip
+    notes += [
         f"- {s}: not filled to {n['stored']:,}: {n['why']}"
         for s in subjects
         for n in get(results, "scale", s, "not_reached") or []

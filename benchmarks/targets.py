@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .fmt import MIB, get, median, sig, size, table, us
+from .fmt import MIB, get, hit_growth, median, sig, size, table, us
 from .runner import FLECHE
 
 PERSISTENT_FLECHE = [s for s in FLECHE if s != "fleche-memory"]
@@ -127,7 +127,7 @@ def flat_hits(r: dict[str, Any]) -> Verdict:
         steps = [st for st in _judged(r, s) if "hit_us" in st]  # W8 alone times no hits
         if len(steps) < 2:
             return None
-        return median(steps[-1], "hit_us") / median(steps[0], "hit_us")
+        return hit_growth(steps[0], steps[-1])
 
     measured, status = _each(
         r, PERSISTENT_FLECHE, growth, lambda v: f"{sig(v, 2)}x", lambda v: v <= 1.5

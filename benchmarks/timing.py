@@ -34,6 +34,22 @@ def per_call(run: Callable[[], int], repeats: int, warmup: int = 1) -> dict[str,
     return summary(samples)
 
 
+def per_call_in_turn(runs: dict[str, Callable[[], int]], repeats: int, warmup: int = 1
+                     ) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """As :func:`per_call` for each of ``runs``, taken in turn round after round, so that a
+    change in the machine's speed falls on all of them alike."""
+    for _ in range(warmup):
+        for run in runs.values():
+            run()
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            calls = run()
+            samples[name].append((time.perf_counter() - start) / calls * 1e6)
+    return {name: summary(values) for name, values in samples.items()}
+
+
 def seconds(run: Callable[[], Any], repeats: int, warmup: int = 1) -> dict[str, Any]:
     """Seconds per ``run()``: median of ``repeats`` runs after ``warmup`` untimed ones."""
     for _ in range(warmup):

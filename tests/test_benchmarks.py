@@ -194,3 +194,36 @@ def test_the_median_process_counts_and_failed_ones_are_left_out() -> None:
     assert chosen["worker_s"] == 4.0
     assert median_process([hit(5.0), hit(9.0)], "hit_us")["hit_us"]["median"] == 5.0
     assert median_process([{"error": "boom"}], "hit_us") == {"error": "boom"}
+
+
+def test_w5_growth_divides_by_the_reference_hits_timed_in_turn_when_there_are() -> None:
+    from benchmarks import targets
+
+    def step(stored: int, hit: float, reference: float | None = None) -> dict[str, object]:
+        node: dict[str, object] = {"stored": stored, "hit_us": {"median": hit}, "fill_s": 1.0}
+        if reference is not None:
+            node["reference_hit_us"] = {"median": reference}
+        return node
+
+    # the first step ran fast, the last slow all round: the reference timed beside it says so
+    steps = [step(1000, 10.0), step(100_000, 24.0, 20.0)]
+    results = {"scale": {"fleche-embedded": {"steps": steps}}}
+    found = {(v["workload"], v["target"]): v for v in targets.verdicts(results)}
+    hits = next(v for (w, t), v in found.items() if w == "W5" and "within 1.5x" in t)
+    assert hits["measured"].startswith("embedded 1.2x") and hits["status"] == "PASS"
+    assert "| 1.2x |" in tables.scale(results)
+    steps[-1] = step(100_000, 24.0)  # without a reference: the first step's own hit
+    found = {(v["workload"], v["target"]): v for v in targets.verdicts(results)}
+    hits = next(v for (w, t), v in found.items() if w == "W5" and "within 1.5x" in t)
+    assert hits["measured"].startswith("embedded 2.4x") and hits["status"] == "MISS"
+
+
+@pytest.mark.slow
+def test_w5_times_a_reference_store_in_turn_on_persistent_backends(tmp_path: Path) -> None:
+    result = run_worker("scale", "fleche-embedded", MODES["smoke"], {"workloads": ["W5"]},
+                        workdir=tmp_path)  # fmt: skip
+    first, *later = result["steps"]
+    assert "reference_hit_us" not in first and later
+    for step in later:
+        assert step["reference_hit_us"]["median"] > 0 and step["hit_us"]["median"] > 0
+    assert not list(tmp_path.glob("*w5-reference*"))  # outside the subject's directory
