@@ -241,11 +241,8 @@ class FlecheSubject(Subject):
     def open(self) -> None:
         try:
             import fleche
-            from fleche.config import cache_from_url, resolve_cache
 
-            self.cache = (
-                resolve_cache(self.url) if "://" not in self.url else cache_from_url(self.url)
-            )
+            self.cache = _open_cache(self.url)
             fleche.cache(self.cache)
             self.fleche = fleche.fleche
         except Exception as e:  # a backend not written yet, a driver missing, a server down
@@ -257,10 +254,8 @@ class FlecheSubject(Subject):
     def twin(self, workdir: Path) -> FlecheSubject:
         """Another store of this backend in ``workdir`` (a fresh prefix on a server), opened
         without being made the active cache: W5's reference store (see ``scale``)."""
-        from fleche.config import cache_from_url, resolve_cache
-
         twin = type(self)(workdir)
-        twin.cache = resolve_cache(twin.url) if "://" not in twin.url else cache_from_url(twin.url)
+        twin.cache = _open_cache(twin.url)
         return twin
 
     def decorate_here(self, func: Callable[..., Any]) -> Callable[..., Any]:
@@ -306,6 +301,13 @@ class FlecheSubject(Subject):
             services.postgres_drop(self.url)
         elif self.backend == "redis":
             services.redis_drop(self.url)
+
+
+def _open_cache(url: str) -> Any:
+    """The fleche cache a subject's URL names (a plain path: the embedded default)."""
+    from fleche.config import cache_from_url, resolve_cache
+
+    return resolve_cache(url) if "://" not in url else cache_from_url(url)
 
 
 def _fleche_class(backend: str) -> type[FlecheSubject]:

@@ -719,6 +719,12 @@ def _call_from_row(key: Digest, row: tuple[Any, ...]) -> DigestedCall:
         raise IntegrityError(f"call record {key}: unreadable ({e})") from e
 
 
+def _blob(frame: bytes | Frame) -> bytes:
+    """A value's complete frame as one blob (a small plain one comes as bytes already, see
+    ``Codec.small_frame``)."""
+    return frame if isinstance(frame, bytes) else b"".join(frame.parts())
+
+
 _INSERT_CALL = "INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?)"
 _REPLACE_CALL = "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?)"
 _INSERT_ARGUMENTS = "INSERT OR IGNORE INTO args VALUES (?, ?, ?)"
@@ -828,12 +834,10 @@ class EmbeddedCallBackend(EmbeddedBackend):
                 return framed
             now, rows = time.time(), []
             for value_key, (value, frame) in framed.items():
-                if isinstance(frame, bytes):
-                    rows.append((bytes.fromhex(value_key), frame, now))
-                elif frame.nbytes <= threshold:  # signed, compressed or with buffers
-                    rows.append((bytes.fromhex(value_key), b"".join(frame.parts()), now))
-                else:
+                if isinstance(frame, Frame) and frame.nbytes > threshold:
                     values._save_large(value_key, value, frame)
+                else:
+                    rows.append((bytes.fromhex(value_key), _blob(frame), now))
             self._execute_many(upsert, rows)
             put(key, record)
             return None
@@ -919,13 +923,11 @@ class ValueEmbedded(SaveOnceMixin, EmbeddedBackend):
         key = digest(value) if key is None else check_key(key)
         with self._operation_context(key, intent=Intent.WRITE):
             frame = self.codec.small_frame(key, value, self.threshold)
-            if isinstance(frame, bytes):  # one statement, not a look then a write
-                self._execute(self._upsert_inline, (bytes.fromhex(key), frame, time.time()))
-            elif frame.nbytes <= self.threshold:  # signed, compressed or with buffers
-                blob = b"".join(frame.parts())
-                self._execute(self._upsert_inline, (bytes.fromhex(key), blob, time.time()))
-            else:
+            if isinstance(frame, Frame) and frame.nbytes > self.threshold:
                 self._save_large(key, value, frame)
+            else:  # one statement, not a look then a write
+                row = (bytes.fromhex(key), _blob(frame), time.time())
+                self._execute(self._upsert_inline, row)
         return key
 
     def stage(self, value: Any, key_of: Callable[[], Digest]

@@ -75,6 +75,23 @@ def parse_secret_keys(raw: str | bytes | Sequence[str | bytes]) -> list[bytes]:
     return keys
 
 
+def _pickled(value: Any) -> tuple[bytes, list[pickle.PickleBuffer], int]:
+    """``value`` pickled at protocol 5 (large buffers out of band), by cloudpickle when plain
+    pickle cannot; the frame flags that says which."""
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        return pickle.dumps(value, protocol=5, buffer_callback=buffers.append), buffers, 0
+    except Exception:
+        import cloudpickle  # by value: lambdas, local classes, functions of __main__
+
+        buffers.clear()
+        try:
+            data = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        except Exception as e:
+            raise SaveError(f"cannot serialise {type(value).__qualname__}: {e}") from e
+        return data, buffers, _FLAG_CLOUDPICKLE
+
+
 class Codec:
     """Turns values into checked (and optionally signed, compressed) frames and back.
 
@@ -114,20 +131,7 @@ class Codec:
         if staged is not None and staged.value is value and staged.codec is self:
             made = staged.frame  # made ahead by this codec for this very object: not pickled again
             return Frame(key, made.head, made.body, made.secret)
-        flags = 0
-        buffers: list[pickle.PickleBuffer] = []
-        try:
-            data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
-        except Exception:
-            import cloudpickle  # by value: lambdas, local classes, functions of __main__
-
-            buffers.clear()
-            flags |= _FLAG_CLOUDPICKLE
-            try:
-                data = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
-            except Exception as e:
-                raise SaveError(f"cannot serialise {type(value).__qualname__}: {e}") from e
-        return self._frame(key, data, buffers, flags)
+        return self._frame(key, *_pickled(value))
 
     def _frame(self, key: str, data: bytes, buffers: list[pickle.PickleBuffer], flags: int
                ) -> Frame:  # fmt: skip
@@ -152,13 +156,9 @@ class Codec:
         staged = getattr(STAGED, "write", None)
         if self.keys or self.compress or (staged is not None and staged.value is value):
             return self.frame(key, value)
-        buffers: list[pickle.PickleBuffer] = []
-        try:
-            data = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
-        except Exception:  # cloudpickle's turn, on the general path
-            return self.frame(key, value)
-        if buffers or _HEAD.size + len(data) > limit:
-            return self._frame(key, data, buffers, 0)
+        data, buffers, flags = _pickled(value)
+        if flags or buffers or _HEAD.size + len(data) > limit:
+            return self._frame(key, data, buffers, flags)
         head = _PLAIN_HEAD.pack(VALUE_MAGIC, 0, 0, len(data))
         return head + _LEN.pack(_xxh3_64(key.encode() + head + data)) + data
 
