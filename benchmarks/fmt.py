@@ -28,12 +28,11 @@ def median(results: dict[str, Any], *path: Any) -> float | None:
     return node if isinstance(node, int | float) else None
 
 
-def hit_growth(first: dict[str, Any], last: dict[str, Any]) -> float | None:
-    """W5: the hit at the ``last`` step over the hit at the ``first``, from the hits of the
-    reference store (holding the first size) timed in turn with the last's, when there are
-    (``scale.Reference``), else from the two steps' own hits."""
-    reference = median(last, "reference_hit_us")
-    hit, before = median(last, "hit_us"), reference or median(first, "hit_us")
+def growth(first: dict[str, Any], last: dict[str, Any], field: str) -> float | None:
+    """W5/W8: ``field`` (``hit_us``, ``query_one_s``) at the ``last`` step over the same at the
+    ``first``: from the reference store's figure (holding the first size) timed in turn with the
+    last step's, when there is one (``scale.Reference``), else from the first step's own."""
+    hit, before = median(last, field), median(last, "reference_" + field) or median(first, field)
     return hit / before if hit is not None and before else None
 
 

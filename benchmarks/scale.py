@@ -44,11 +44,25 @@ def hits(f: Any, stored: int, mode: Mode) -> dict[str, Any]:
     return per_call(_hit_run(f, stored, mode), mode.repeats)
 
 
+def _query_run(f: Any, stored: int, seed: int) -> Any:
+    """A run of 20 queries by one argument, each matching one stored call."""
+    pick = random.Random(seed).sample(range(stored), min(20, stored))
+
+    def run() -> int:
+        for i in pick:
+            found = list(f.query(a=i))
+            assert len(found) == 1, f"query(a={i}) found {len(found)} calls"
+        return len(pick)
+
+    return run
+
+
 class Reference:
-    """A second store of the subject's backend holding the first size's calls, whose hits are
-    timed in turn with the growing store's at every later step: W5's target compares the two,
-    measured in the same seconds. Timed at different minutes instead, the same hit moved by up
-    to 1.9x on the virtual machine of the 2026-12-03 runs (see docs/performance.md)."""
+    """A second store of the subject's backend holding the first size's calls, whose hits (W5)
+    and queries by one argument (W8) are timed in turn with the growing store's at every later
+    step: the growth targets compare the two, measured in the same seconds. Timed at different
+    minutes instead, the same hit moved by up to 1.9x, and the same query by 2.3x, on the
+    virtual machine of the 2026-12-03 runs (see docs/performance.md)."""
 
     def __init__(self, subject: FlecheSubject, f: Any, stored: int) -> None:
         # outside the subject's directory, whose footprint is measured
@@ -63,6 +77,14 @@ class Reference:
                 "reference_hit_us": _hit_run(self.f, self.stored, mode)}  # fmt: skip
         return per_call_in_turn(runs, mode.repeats)
 
+    def queries(self, f: Any, stored: int, mode: Mode) -> dict[str, Any]:
+        """The growing store's query by one argument (``query_one_s``) and this store's
+        (``reference_query_one_s``), seconds per query."""
+        runs = {"query_one_s": _query_run(f, stored, -stored),
+                "reference_query_one_s": _query_run(self.f, self.stored, -stored)}  # fmt: skip
+        timed = per_call_in_turn(runs, mode.repeats)
+        return {name: _scaled(stats, 1e-6) for name, stats in timed.items()}
+
     def close(self) -> None:
         try:
             self.subject.close()
@@ -70,20 +92,15 @@ class Reference:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-def queries(subject: FlecheSubject, f: Any, stored: int, mode: Mode) -> dict[str, Any]:
+def queries(subject: FlecheSubject, f: Any, stored: int, mode: Mode,
+            reference: Reference | None = None) -> dict[str, Any]:  # fmt: skip
     """W8: query by one argument (1 match and 1% matches), expand and shrink a key; each figure
-    is the median of the runs that fit in ``mode.query_budget`` seconds (at least three)."""
+    is the median of the runs that fit in ``mode.query_budget`` seconds (at least three). With a
+    ``reference`` store, the query by one argument is timed in turn with the reference's."""
     pick = random.Random(-stored).sample(range(stored), 20)
     keys = [f.digest(i, bodies.group(i)) for i in pick]
     cache = subject.cache
     budget = mode.query_budget
-
-    rotation = iter(range(10**9))
-
-    def one() -> None:
-        i = pick[next(rotation) % len(pick)]
-        found = list(f.query(a=i))
-        assert len(found) == 1, f"query(a={i}) found {len(found)} calls"
 
     def group() -> None:
         n = f.query(b=bodies.group(pick[0])).count()
@@ -97,18 +114,24 @@ def queries(subject: FlecheSubject, f: Any, stored: int, mode: Mode) -> dict[str
         for key in keys:
             cache.shrink(key)
 
+    if reference is not None:
+        found = reference.queries(f, stored, mode)
+    else:
+        run = _query_run(f, stored, -stored)
+        found = {"query_one_s": _scaled(budgeted(run, budget), 1 / 20)}
     return {
-        "query_one_s": budgeted(one, budget),
+        **found,
         "query_group_s": budgeted(group, budget, at_most=50),
         "group_size": len(range(pick[0] % 100, stored, 100)),
-        "expand_us": _per_key(budgeted(expand, budget), len(keys)),
-        "shrink_us": _per_key(budgeted(shrink, budget), len(keys)),
+        "expand_us": _scaled(budgeted(expand, budget), 1e6 / len(keys)),
+        "shrink_us": _scaled(budgeted(shrink, budget), 1e6 / len(keys)),
     }
 
 
-def _per_key(stats: dict[str, Any], n: int) -> dict[str, Any]:
+def _scaled(stats: dict[str, Any], factor: float) -> dict[str, Any]:
+    """A timing summary with every figure (and sample) multiplied by ``factor``."""
     return {
-        k: (v / n * 1e6 if k != "samples" else [s / n * 1e6 for s in v]) for k, v in stats.items()
+        k: (v * factor if k != "samples" else [s * factor for s in v]) for k, v in stats.items()
     }
 
 
@@ -120,6 +143,10 @@ def w5_scale(subject: Subject, mode: Mode, workloads: set[str]) -> dict[str, Any
     not_reached: list[dict[str, Any]] = []
     stored, spent = 0, 0.0
     reference: Reference | None = None
+    # later steps are timed against a reference store (persistent backends, W5 and W8)
+    wants_reference = (
+        bool({"W5", "W8"} & workloads) and isinstance(subject, FlecheSubject) and subject.persistent
+    )
     try:
         for size in mode.subject_scale.get(subject.name, mode.scale):
             if stored and spent / stored * (size - stored) + spent > mode.fill_budget:
@@ -134,19 +161,17 @@ def w5_scale(subject: Subject, mode: Mode, workloads: set[str]) -> dict[str, Any
             step: dict[str, Any] = {"stored": size, **fill(subject, f, stored, size)}
             spent += step["fill_s"]
             stored = size
-            if "W5" in workloads and reference is not None:
-                step.update(reference.hits(f, stored, mode))
-            elif "W5" in workloads:
-                step["hit_us"] = hits(f, stored, mode)
-                if isinstance(subject, FlecheSubject) and subject.persistent:
-                    before = current_rss()
-                    reference = Reference(subject, f, stored)
-                    rss_before += current_rss() - before  # the subject's own memory, not its
             if "W5" in workloads:
+                step.update(reference.hits(f, stored, mode) if reference else
+                            {"hit_us": hits(f, stored, mode)})  # fmt: skip
                 step["footprint"] = subject.footprint()
                 step["rss_added"] = current_rss() - rss_before
             if "W8" in workloads and isinstance(subject, FlecheSubject):
-                step.update(queries(subject, f, stored, mode))
+                step.update(queries(subject, f, stored, mode, reference))
+            if reference is None and wants_reference:
+                before = current_rss()
+                reference = Reference(subject, f, stored)
+                rss_before += current_rss() - before  # the subject's own memory, not its
             steps.append(step)
     finally:
         if reference is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .fmt import duration, get, hit_growth, median, ratio, sig, size, table, us, why_missing
+from .fmt import duration, get, growth, median, ratio, sig, size, table, us, why_missing
 from .runner import APPLIES, FLECHE, NOT_APPLICABLE
 from .subjects import ALL, PEERS
 
@@ -159,7 +159,7 @@ def scale(results: dict[str, Any]) -> str:
         rows.append([
             s,
             *[us(h) for h in hits],
-            ratio(hit_growth(first, last), 1) + where,
+            ratio(growth(first, last, "hit_us"), 1) + where,
             (size(foot.get("bytes")) if foot else size(last.get("rss_added")) + " RSS") + where,
             f"{foot['files']:,}" if foot else "—",
             duration(last["fill_s"] / max(1, last["stored"] - before)),
@@ -252,7 +252,17 @@ def queries(results: dict[str, Any]) -> str:
                 us(median(step, "shrink_us")),
             ])  # fmt: skip
     header = ["", "stored", "query(a=…) → 1", "query(b=…).count() → 1%", "expand", "shrink"]
-    return table(header, rows)
+    in_turn = [
+        s
+        for s in FLECHE
+        if any("reference_query_one_s" in st for st in get(results, "scale", s, "steps") or [])
+    ]
+    if not in_turn:
+        return table(header, rows)
+    return table(header, rows) + (
+        f"\n\nThe growth target's query of {', '.join(in_turn)} is judged against a second store "
+        "holding the first size's calls, its queries timed in turn with the largest step's."
+    )
 
 
 def memory(results: dict[str, Any]) -> str:

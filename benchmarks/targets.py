@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .fmt import MIB, get, hit_growth, median, sig, size, table, us
+from .fmt import MIB, get, growth, median, sig, size, table, us
 from .runner import FLECHE
 
 PERSISTENT_FLECHE = [s for s in FLECHE if s != "fleche-memory"]
@@ -123,14 +123,14 @@ def _judged(r: dict[str, Any], s: str) -> list[dict[str, Any]]:
 
 
 def flat_hits(r: dict[str, Any]) -> Verdict:
-    def growth(s: str) -> float | None:
+    def of(s: str) -> float | None:
         steps = [st for st in _judged(r, s) if "hit_us" in st]  # W8 alone times no hits
         if len(steps) < 2:
             return None
-        return hit_growth(steps[0], steps[-1])
+        return growth(steps[0], steps[-1], "hit_us")
 
     measured, status = _each(
-        r, PERSISTENT_FLECHE, growth, lambda v: f"{sig(v, 2)}x", lambda v: v <= 1.5
+        r, PERSISTENT_FLECHE, of, lambda v: f"{sig(v, 2)}x", lambda v: v <= 1.5
     )
     return _at_size(r, measured, status, TARGET_SIZE, PERSISTENT_FLECHE)
 
@@ -175,13 +175,13 @@ def expand_speed(r: dict[str, Any]) -> Verdict:
 
 
 def query_growth(r: dict[str, Any]) -> Verdict:
-    def growth(s: str) -> float | None:
+    def of(s: str) -> float | None:
         steps = [st for st in _judged(r, s) if "query_one_s" in st]
         if len(steps) < 2:
             return None
-        return median(steps[-1], "query_one_s") / median(steps[0], "query_one_s")
+        return growth(steps[0], steps[-1], "query_one_s")
 
-    measured, status = _each(r, SQL_LIKE, growth, lambda v: f"{sig(v, 2)}x", lambda v: v <= 2)
+    measured, status = _each(r, SQL_LIKE, of, lambda v: f"{sig(v, 2)}x", lambda v: v <= 2)
     return _at_size(r, measured, status, TARGET_SIZE, SQL_LIKE)
 
 

@@ -218,6 +218,46 @@ def test_w5_growth_divides_by_the_reference_hits_timed_in_turn_when_there_are() 
     assert hits["measured"].startswith("embedded 2.4x") and hits["status"] == "MISS"
 
 
+def test_w8_growth_divides_by_the_reference_queries_timed_in_turn_when_there_are() -> None:
+    from benchmarks import targets
+
+    def step(stored: int, query: float, reference: float | None = None) -> dict[str, object]:
+        node: dict[str, object] = {"stored": stored, "query_one_s": {"median": query},
+                                   "query_group_s": {"median": 0.001}, "group_size": 10,
+                                   "expand_us": {"median": 5.0}, "shrink_us": {"median": 20.0}}  # fmt: skip
+        if reference is not None:
+            node["reference_query_one_s"] = {"median": reference}
+        return node
+
+    def verdict(steps: list[dict[str, object]]) -> dict[str, str]:
+        results = {"scale": {"fleche-sqlite": {"steps": steps}}}
+        found = targets.verdicts(results)
+        return next(v for v in found if v["workload"] == "W8" and "constant" in v["target"])
+
+    # the first step's query ran fast, the last step's slow, its reference beside it as slow
+    judged = verdict([step(1000, 50e-6), step(100_000, 115e-6, 100e-6)])
+    assert judged["measured"].startswith("sqlite 1.1") and judged["status"] == "PASS"
+    judged = verdict([step(1000, 50e-6), step(100_000, 115e-6)])  # no reference: the first's
+    assert judged["measured"].startswith("sqlite 2.3x") and judged["status"] == "MISS"
+    results = {"scale": {"fleche-sqlite": {"steps": [step(1000, 5e-5), step(10_000, 6e-5, 5e-5)]}}}
+    assert "judged against a second store" in tables.queries(results)
+    results = {"scale": {"fleche-sqlite": {"steps": [step(1000, 5e-5), step(10_000, 6e-5)]}}}
+    assert "second store" not in tables.queries(results)
+
+
+@pytest.mark.slow
+def test_w8_alone_times_its_queries_in_turn_with_a_reference_store(tmp_path: Path) -> None:
+    result = run_worker("scale", "fleche-embedded", MODES["smoke"], {"workloads": ["W8"]},
+                        workdir=tmp_path)  # fmt: skip
+    first, *later = result["steps"]
+    assert "reference_query_one_s" not in first and first["query_one_s"]["median"] > 0
+    assert later
+    for step in later:
+        assert step["reference_query_one_s"]["median"] > 0 and step["query_one_s"]["median"] > 0
+        assert "hit_us" not in step  # W8 alone times no hits
+    assert not list(tmp_path.glob("*w5-reference*"))  # outside the subject's directory
+
+
 @pytest.mark.slow
 def test_w5_times_a_reference_store_in_turn_on_persistent_backends(tmp_path: Path) -> None:
     result = run_worker("scale", "fleche-embedded", MODES["smoke"], {"workloads": ["W5"]},
