@@ -100,6 +100,19 @@ def latency(results: dict[str, Any], task: str, field: str) -> str:
     return table(["", "per call", *[f"÷ {p}" for p in peers]], rows)
 
 
+def sql_floor(results: dict[str, Any]) -> str:
+    """W2: the embedded default's SQL for a miss, replayed alone (``sqlfloor``), as a note."""
+    node = get(results, "W2", "fleche-embedded", "sql_floor") or {}
+    floor = median(node, "sql_us")
+    if floor is None:
+        return ""
+    return (
+        f"\n\nfleche-embedded's SQL alone: {us(floor)} a miss (its {node['statements']} "
+        "statements, recorded from real misses and replayed on a new database without fleche's "
+        "Python; `benchmarks/sqlfloor.py`)."
+    )
+
+
 def array_argument(results: dict[str, Any]) -> str:
     """W3: hit time, GB/s, and the share of raw xxh3's speed measured in the same process."""
     peers = [p for p in PEERS if median(results, "W3", p, "hit_s") is not None]

@@ -37,7 +37,9 @@ def embedded_miss(r: dict[str, Any]) -> Verdict:
     mine, theirs = (median(r, "W2", s, "miss_us") for s in ("fleche-embedded", "diskcache"))
     if mine is None or theirs is None:
         return NOT_MEASURED, NOT_MEASURED
-    return f"{us(mine)} vs {us(theirs)} ({sig(mine / theirs, 2)}x)", _status(mine <= theirs)
+    floor = median(r, "W2", "fleche-embedded", "sql_floor", "sql_us")
+    alone = f"; its SQL alone {us(floor)}" if floor is not None else ""
+    return f"{us(mine)} vs {us(theirs)} ({sig(mine / theirs, 2)}x{alone})", _status(mine <= theirs)
 
 
 def _each(r: dict[str, Any], subjects: list[str], value: Callable[[str], float | None],
