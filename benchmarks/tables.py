@@ -273,8 +273,9 @@ def queries(results: dict[str, Any]) -> str:
     if not in_turn:
         return table(header, rows)
     return table(header, rows) + (
-        f"\n\nThe growth target's query of {', '.join(in_turn)} is judged against a second store "
-        "holding the first size's calls, its queries timed in turn with the largest step's."
+        f"\n\n`query(a=…) → 1` after the first step, on {', '.join(in_turn)}: timed in turn with "
+        "the same query on a second store holding the first size's calls; the growth target "
+        "divides by that store's."
     )
 
 

@@ -240,7 +240,7 @@ def test_w8_growth_divides_by_the_reference_queries_timed_in_turn_when_there_are
     judged = verdict([step(1000, 50e-6), step(100_000, 115e-6)])  # no reference: the first's
     assert judged["measured"].startswith("sqlite 2.3x") and judged["status"] == "MISS"
     results = {"scale": {"fleche-sqlite": {"steps": [step(1000, 5e-5), step(10_000, 6e-5, 5e-5)]}}}
-    assert "judged against a second store" in tables.queries(results)
+    assert "timed in turn with the same query on a second store" in tables.queries(results)
     results = {"scale": {"fleche-sqlite": {"steps": [step(1000, 5e-5), step(10_000, 6e-5)]}}}
     assert "second store" not in tables.queries(results)
 
