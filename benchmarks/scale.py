@@ -44,6 +44,11 @@ def hits(f: Any, stored: int, mode: Mode) -> dict[str, Any]:
     return per_call(_hit_run(f, stored, mode), mode.repeats)
 
 
+# the backends whose query by one argument is an index look-up, judged by W8's growth target
+# (``targets.SQL_LIKE``); file:// and memory read every record, so theirs is not timed in turn
+INDEXED_QUERIES = {"fleche-embedded", "fleche-sqlite", "fleche-postgresql", "fleche-redis"}
+
+
 def _query_run(f: Any, stored: int, seed: int) -> Any:
     """A run of 20 queries by one argument, each matching one stored call."""
     pick = random.Random(seed).sample(range(stored), min(20, stored))
@@ -114,11 +119,17 @@ def queries(subject: FlecheSubject, f: Any, stored: int, mode: Mode,
         for key in keys:
             cache.shrink(key)
 
-    if reference is not None:
+    rotation = iter(range(10**9))
+
+    def one() -> None:
+        i = pick[next(rotation) % len(pick)]
+        found = list(f.query(a=i))
+        assert len(found) == 1, f"query(a={i}) found {len(found)} calls"
+
+    if reference is not None and subject.name in INDEXED_QUERIES:
         found = reference.queries(f, stored, mode)
-    else:
-        run = _query_run(f, stored, -stored)
-        found = {"query_one_s": _scaled(budgeted(run, budget), 1 / 20)}
+    else:  # one query a run: a scan of 100,000 records takes seconds
+        found = {"query_one_s": budgeted(one, budget)}
     return {
         **found,
         "query_group_s": budgeted(group, budget, at_most=50),

@@ -7,6 +7,7 @@ from typing import Any
 
 from .fmt import MIB, get, growth, median, sig, size, table, us
 from .runner import FLECHE
+from .scale import INDEXED_QUERIES
 
 PERSISTENT_FLECHE = [s for s in FLECHE if s != "fleche-memory"]
 Verdict = tuple[str, str]  # (measured, PASS | MISS | not measured)
@@ -153,7 +154,7 @@ def small_footprint(r: dict[str, Any]) -> Verdict:
     return _at_size(r, measured, _status(at_100k < 60 * MIB), TARGET_SIZE, ["fleche-embedded"])
 
 
-SQL_LIKE = ["fleche-embedded", "fleche-sqlite", "fleche-postgresql", "fleche-redis"]
+SQL_LIKE = sorted(INDEXED_QUERIES, key=FLECHE.index)  # the backends with indexed queries
 
 
 def _largest_step(r: dict[str, Any], s: str, field: str) -> float | None:

@@ -259,6 +259,16 @@ def test_w8_alone_times_its_queries_in_turn_with_a_reference_store(tmp_path: Pat
 
 
 @pytest.mark.slow
+def test_w8_times_one_query_a_run_where_a_query_reads_every_record(tmp_path: Path) -> None:
+    # file:// scans its records: a run of 20 queries in turn would take minutes at 100,000
+    result = run_worker("scale", "fleche-file", MODES["smoke"], {"workloads": ["W8"]},
+                        workdir=tmp_path)  # fmt: skip
+    assert len(result["steps"]) > 1
+    for step in result["steps"]:
+        assert "reference_query_one_s" not in step and step["query_one_s"]["median"] > 0
+
+
+@pytest.mark.slow
 def test_w5_times_a_reference_store_in_turn_on_persistent_backends(tmp_path: Path) -> None:
     result = run_worker("scale", "fleche-embedded", MODES["smoke"], {"workloads": ["W5"]},
                         workdir=tmp_path)  # fmt: skip
