@@ -4,7 +4,8 @@ Misses of ``bodies.small`` on a fresh embedded cache are run once with every sta
 connection executes recorded (the connection's set-up, then each miss's statements apart). The
 set-up is replayed on a new database file, then the misses' statements, in the same order and
 with the same parameters, timed as W2 times misses: what SQLite alone costs a miss with fleche's
-layout, on this machine, in this run. When that floor is above diskcache's whole miss, no
+layout, on this machine, in this run. The checkpoints the cache asked its checkpointer thread for
+are asked for at the same points of the replay. When that floor is above diskcache's whole miss, no
 trimming of fleche's Python can meet W2's target; only a layout that dirties fewer pages can.
 """
 
@@ -15,11 +16,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from fleche.storage.checkpointer import checkpointer
+
 from . import bodies
 from .timing import per_call
 
 # (executemany?, sql, parameters) in the order the connection ran them
 Statement = tuple[bool, str, Any]
+CHECKPOINT = "-- a checkpoint asked of the checkpointer thread"
 
 
 def _record(root: Path, misses: int) -> tuple[list[Statement], list[list[Statement]]]:
@@ -40,7 +44,13 @@ def _record(root: Path, misses: int) -> tuple[list[Statement], list[list[Stateme
             log.append((True, sql, rows))
             return super().executemany(sql, rows)
 
+    class Checkpoints:
+        def request(self, path: str) -> None:
+            log.append((False, CHECKPOINT, ()))
+            checkpointer().request(path)
+
     plain, embedded._Connection = embedded._Connection, Recording  # type: ignore[misc]
+    asked, embedded.checkpointer = embedded.checkpointer, Checkpoints  # type: ignore[assignment]
     try:
         cache = cache_from_url(f"embedded://{root}")
         f = fleche.fleche(cache=cache)(bodies.small)
@@ -52,6 +62,7 @@ def _record(root: Path, misses: int) -> tuple[list[Statement], list[list[Stateme
             per_miss.append(list(log))
     finally:
         embedded._Connection = plain  # type: ignore[misc]
+        embedded.checkpointer = asked
     return setup, per_miss
 
 
@@ -61,9 +72,11 @@ def _new_database(root: Path) -> sqlite3.Connection:
     return sqlite3.connect(root / "fleche.db", isolation_level=None, timeout=60.0)
 
 
-def _replay(connection: sqlite3.Connection, statements: list[Statement]) -> None:
+def _replay(connection: sqlite3.Connection, statements: list[Statement], path: str) -> None:
     for many, sql, parameters in statements:
-        if many:
+        if sql == CHECKPOINT:
+            checkpointer().request(path)
+        elif many:
             connection.executemany(sql, parameters)
         else:
             connection.execute(sql, parameters).fetchall()
@@ -76,15 +89,17 @@ def embedded_miss_sql(size: int, repeats: int, workdir: Path) -> dict[str, Any]:
         setup, per_miss = _record(Path(tmp) / "recorded", size * (repeats + 1))
         connection = _new_database(Path(tmp) / "replayed")
         try:
-            _replay(connection, setup)
+            path = str(Path(tmp) / "replayed" / "fleche.db")
+            _replay(connection, setup, path)
             runs = iter(range(repeats + 1))
 
             def run() -> int:
                 start = next(runs) * size
                 for statements in per_miss[start : start + size]:
-                    _replay(connection, statements)
+                    _replay(connection, statements, path)
                 return size
 
             return {"sql_us": per_call(run, repeats), "statements": len(per_miss[0])}
         finally:
+            checkpointer().wait_idle()
             connection.close()

@@ -279,18 +279,29 @@ def test_w5_times_a_reference_store_in_turn_on_persistent_backends(tmp_path: Pat
     assert not list(tmp_path.glob("*w5-reference*"))  # outside the subject's directory
 
 
-def test_the_sql_floor_replays_real_misses_into_a_database_fleche_reads_back(tmp_path: Path):
-    # the replay is faithful: the database it writes holds every recorded call, served as hits
+def test_the_sql_floor_replays_real_misses_into_a_database_fleche_reads_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the replay is faithful: the database it writes holds every recorded call, served as hits,
+    # and it asks for the checkpoints the cache asked its checkpointer thread for
     from benchmarks import bodies, sqlfloor
 
     import fleche
     from fleche.config import cache_from_url
+    from fleche.storage import embedded
+    from fleche.storage.checkpointer import checkpointer
 
+    monkeypatch.setattr(embedded, "CHECKPOINT_COMMITS", 10)
     setup, per_miss = sqlfloor._record(tmp_path / "recorded", 30)
     assert len(per_miss) == 30 and all(per_miss)
+    asked = [s for miss in per_miss for s in miss if s[1] == sqlfloor.CHECKPOINT]
+    assert len(asked) == 3  # 31 commits, one every 10
     connection = sqlfloor._new_database(tmp_path / "replayed")
+    path = str(tmp_path / "replayed" / "fleche.db")
+    done = checkpointer().done
     for statements in [setup, *per_miss]:
-        sqlfloor._replay(connection, statements)
+        sqlfloor._replay(connection, statements, path)
+    assert checkpointer().wait_idle(30) and checkpointer().done >= done + 1
     connection.close()
     cache = cache_from_url(f"embedded://{tmp_path / 'replayed'}")
     f = fleche.fleche(cache=cache)(bodies.small)

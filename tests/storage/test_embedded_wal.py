@@ -1,11 +1,18 @@
 """The embedded database's journal and page cache: WAL, synchronous by setting, a WAL file that
-stays bounded however many writes come, a 16 MiB page cache (SPEC section 6: integrity always, durability by setting)."""
+stays bounded however many writes come, checkpoints on a thread of their own, a 16 MiB page
+cache (SPEC section 6: integrity always, durability by setting)."""
 
 from __future__ import annotations
 
 import os
+import sqlite3
+import threading
 from pathlib import Path
 
+import pytest
+
+from fleche.storage import checkpointer as checkpoints
+from fleche.storage import embedded
 from fleche.storage.embedded import PAGE_CACHE_KIB, WAL_PAGES, CallEmbedded, ValueEmbedded
 
 
@@ -39,3 +46,92 @@ def test_the_wal_file_stays_bounded_under_many_commits(tmp_path: Path) -> None:
     largest = max(largest, wal.stat().st_size)
     assert 0 < largest <= limit
     assert len(list(values.list())) == int(WAL_PAGES * 1.5)
+
+
+# --- checkpoints off the writers' path ------------------------------------------------------------
+def _writes(storage: ValueEmbedded, count: int) -> None:
+    for i in range(count):  # one commit each
+        storage.save(os.urandom(3000) + i.to_bytes(4, "big"))
+
+
+def test_commits_ask_the_checkpointer_thread_and_it_copies_the_wal_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embedded, "CHECKPOINT_COMMITS", 5)
+    ran_on: list[str] = []
+
+    def checkpoint(path: str) -> None:
+        ran_on.append(threading.current_thread().name)
+        real(path)
+
+    real = checkpoints.checkpoint
+    monkeypatch.setattr(checkpoints, "checkpoint", checkpoint)
+    values = ValueEmbedded(tmp_path)
+    database = tmp_path / "fleche.db"
+    checkpoints.checkpointer().wait_idle(30)
+    before = database.stat().st_size
+    _writes(values, 20)  # 20 commits, far below the writers' own checkpoint at WAL_PAGES
+    assert checkpoints.checkpointer().wait_idle(30)
+    assert ran_on and set(ran_on) == {"fleche-checkpointer"}
+    # the pages of the writes were copied into the database file, not only into the WAL
+    assert database.stat().st_size >= before + 20 * 3000
+    assert len(list(values.list())) == 20
+
+
+def test_a_checkpoint_never_creates_a_database_nor_raises(tmp_path: Path) -> None:
+    checkpoints.checkpoint(str(tmp_path / "missing" / "fleche.db"))
+    checkpoints.checkpoint(str(tmp_path / "gone.db"))
+    assert not list(tmp_path.iterdir())
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database" * 100)
+    checkpoints.checkpoint(str(junk))
+    assert junk.read_bytes() == b"not a database" * 100
+
+
+def test_the_thread_survives_a_failed_checkpoint_and_ends_when_idle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkpoints, "IDLE_SECONDS", 0.2)
+    values = ValueEmbedded(tmp_path / "cache")
+    values._db.connection().execute("PRAGMA wal_autocheckpoint=0")
+    _writes(values, 10)
+    database = tmp_path / "cache" / "fleche.db"
+    before = database.stat().st_size
+    (tmp_path / "junk.db").write_bytes(b"not a database" * 100)
+    worker = checkpoints.Checkpointer()
+    worker.request(str(tmp_path / "junk.db"))
+    worker.request(str(database))
+    assert worker.wait_idle(30) and worker.done == 2
+    assert database.stat().st_size > before  # the good one ran after the bad one
+    thread = worker._thread
+    assert thread is not None
+    thread.join(10)  # idle for IDLE_SECONDS: the thread ends ...
+    assert not thread.is_alive() and worker._thread is None
+    worker.request(str(database))  # ... and the next request starts another
+    assert worker.wait_idle(30) and worker.done == 3
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_checkpoints_on_a_thread_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embedded, "CHECKPOINT_COMMITS", 5)
+    values = ValueEmbedded(tmp_path)
+    _writes(values, 10)  # the parent's thread runs
+    parent = checkpoints.checkpointer()
+    pid = os.fork()
+    if pid == 0:  # the child: its own checkpointer, whose thread runs its checkpoints
+        code = 1
+        try:
+            _writes(values, 10)
+            child = checkpoints.checkpointer()
+            ok = child is not parent and child.wait_idle(30) and child.done >= 1
+            code = 0 if ok and len(list(values.list())) == 20 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert parent.wait_idle(30)
+    with sqlite3.connect(tmp_path / "fleche.db") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert len(list(values.list())) == 20

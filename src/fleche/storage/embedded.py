@@ -47,6 +47,7 @@ from ..errors import ConfigError, FlecheWarning, IntegrityError, SaveError
 from . import _files, _staging
 from ._files import OPS, FileOps, key_path, make_dirs, read_file, write_frame
 from .base import NULL_CONTEXT, BatchScope, CallMixin, Intent, StorageBackend, check_key
+from .checkpointer import checkpointer
 from .embedded_upgrade import call_from_parts, upgrade
 from .filesystem import DirectoryOptions, FileKeyLockMixin, SaveOnceMixin, _rebuild
 from .serialize import Codec, Frame, FrameChecker
@@ -67,12 +68,15 @@ log = logging.getLogger(__name__)
 DEFAULT_THRESHOLD = 32 * 1024
 LAYOUT_VERSION = "2"  # 1: the record in seven checksummed columns (upgraded when opened)
 BUSY_TIMEOUT = 60.0
-# Pages the WAL may hold before a checkpoint copies them into the database (8 MiB). Each
-# checkpoint ends in fsyncs of the WAL and the database; a miss dirties about nine scattered
-# pages, so with SQLite's default of 1,000 pages a checkpoint came every ~110 misses and cost
-# about a quarter of each (see docs/performance.md, W2). The WAL file is cut back to this size
-# when it restarts, should readers have let it grow.
-WAL_PAGES = 2000
+# Checkpoints (copying the WAL back into the database, then two fsyncs) run off the writers'
+# path: every CHECKPOINT_COMMITS commits a process asks its checkpointer thread for one
+# (``checkpointer``). Run inside a commit, as SQLite does by default, they cost a run of misses a
+# quarter or more of its time (docs/performance.md, W2). A miss dirties about nine pages, so the
+# WAL stays near 1,000 of them; at WAL_PAGES (16 MiB) a committing writer checkpoints it itself,
+# the safety net should the thread fall behind. The WAL file is cut back to that size when it
+# restarts, and reused, not regrown, below it.
+CHECKPOINT_COMMITS = 100
+WAL_PAGES = 4000
 # SQLite's page cache per connection (KiB; SQLite's default is 2 MiB). At 100,000 calls (48 MiB)
 # a hit's B-tree pages no longer fitted in 2 MiB and came from the OS through a pread each: a hit
 # took 16.5 µs there against 11.8 µs at 1,000 calls; with 16 MiB, 13.8 µs. Pages are cached as
@@ -185,6 +189,7 @@ class Database:
 
     def _reset(self) -> None:
         self._local = threading.local()
+        self._commits = 0  # by this process, counted under ``_writer``
         self._writer = threading.Lock()  # threads of this process queue here, not in busy-waits
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
 
@@ -313,6 +318,9 @@ class Database:
                         conn.execute("ROLLBACK")
                     after.clear()
                     _raise_save_error(e, f"cannot commit to {self.path}")
+                self._commits += 1
+                if self._commits % CHECKPOINT_COMMITS == 0:
+                    checkpointer().request(self.path)
             else:
                 if conn.in_transaction:  # a full disk (and other errors) rolled it back already
                     conn.execute("ROLLBACK")

@@ -1,0 +1,115 @@
+"""WAL checkpoints off the writers' path, for the embedded default's database.
+
+By default SQLite copies its write-ahead log back into the database (a checkpoint) inside the
+COMMIT that crosses ``wal_autocheckpoint`` pages: that one commit writes back every page the log
+changed and waits for two fsyncs, milliseconds on top of a miss of a fraction of one, and over
+a run of misses a quarter or more of their time (docs/performance.md, W2). SQLite's
+documentation names the alternative used here: writers commit without checkpointing, and every
+so many commits a process asks its one daemon thread to run a PASSIVE checkpoint on a connection
+of its own. A PASSIVE checkpoint waits for no reader or writer, and SQLite runs it without the
+GIL, so the process's callers go on meanwhile.
+
+The writers' own ``wal_autocheckpoint`` stays on, at a size this thread keeps the log below, as
+the safety net should the thread fall behind or be gone: a checkpoint asked for is never lost,
+only delayed to a commit. The thread ends after ``IDLE_SECONDS`` without a request (a process
+that stopped writing keeps no extra thread, which a later ``fork`` would warn about) and starts
+again at the next one; a forked child starts its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from urllib.parse import quote
+
+log = logging.getLogger(__name__)
+
+__all__ = ["IDLE_SECONDS", "Checkpointer", "checkpoint", "checkpointer"]
+
+IDLE_SECONDS = 2.0
+
+
+class Checkpointer:
+    """One daemon thread that runs a PASSIVE checkpoint of each database asked for, in turn."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._pending: dict[str, None] = {}  # database paths, in the order asked, each once
+        self._running: str | None = None
+        self._thread: threading.Thread | None = None
+        self.done = 0  # checkpoints run so far (for tests and diagnostics)
+
+    def request(self, path: str) -> None:
+        """Ask for a checkpoint of the database at ``path``; returns at once."""
+        with self._condition:
+            self._pending[path] = None
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="fleche-checkpointer", daemon=True
+                )
+                self._thread.start()
+            self._condition.notify()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until every checkpoint asked for has run; False if ``timeout`` passed first."""
+        with self._condition:
+            return self._condition.wait_for(
+                lambda: not self._pending and self._running is None, timeout
+            )
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                if not self._condition.wait_for(lambda: bool(self._pending), IDLE_SECONDS):
+                    self._thread = None  # the next request starts another
+                    return
+                path = next(iter(self._pending))
+                del self._pending[path]
+                self._running = path
+            try:
+                checkpoint(path)
+            finally:
+                with self._condition:
+                    self._running = None
+                    self.done += 1
+                    self._condition.notify_all()
+
+
+def checkpoint(path: str) -> None:
+    """A PASSIVE checkpoint of the database at ``path``, on a connection opened for it.
+
+    Never creates a database (a cache deleted meanwhile is left alone) and never raises: a
+    checkpoint that cannot run now is done by a later one or by a writer's commit."""
+    try:
+        conn = sqlite3.connect(
+            f"file:{quote(path)}?mode=rw", uri=True, isolation_level=None, timeout=0
+        )
+    except sqlite3.Error as e:
+        log.debug("no checkpoint of %s: %s", path, e)
+        return
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    except sqlite3.Error as e:
+        log.debug("checkpoint of %s failed: %s", path, e)
+    finally:
+        conn.close()
+
+
+_checkpointer = Checkpointer()
+
+
+def checkpointer() -> Checkpointer:
+    """This process's checkpointer."""
+    return _checkpointer
+
+
+def _after_fork_in_child() -> None:
+    # the parent's thread did not follow, and its lock may have been held at the fork
+    global _checkpointer
+    _checkpointer = Checkpointer()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
