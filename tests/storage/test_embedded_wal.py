@@ -135,3 +135,33 @@ def test_a_forked_child_checkpoints_on_a_thread_of_its_own(
     with sqlite3.connect(tmp_path / "fleche.db") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert len(list(values.list())) == 20
+
+
+def test_a_thread_that_cannot_start_costs_the_writer_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # at interpreter shutdown no thread starts: the commit that asked still succeeds, and the
+    # writers' own checkpoint at WAL_PAGES remains
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(embedded, "CHECKPOINT_COMMITS", 1)
+    worker = checkpoints.Checkpointer()
+    monkeypatch.setattr(checkpoints, "_checkpointer", worker)
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    values = ValueEmbedded(tmp_path)
+    _writes(values, 3)
+    assert len(list(values.list())) == 3
+    assert worker.wait_idle(0) and worker.done == 0 and worker._thread is None
+
+
+def test_a_checkpoint_finds_a_database_whose_path_needs_quoting(tmp_path: Path) -> None:
+    root = tmp_path / "a b?c#d%20e"
+    values = ValueEmbedded(root)
+    values._db.connection().execute("PRAGMA wal_autocheckpoint=0")
+    _writes(values, 10)
+    database = root / "fleche.db"
+    before = database.stat().st_size
+    checkpoints.checkpoint(str(database))
+    assert database.stat().st_size > before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a b?c#d%20e"]  # nothing made elsewhere

@@ -22,7 +22,7 @@ import logging
 import os
 import sqlite3
 import threading
-from urllib.parse import quote
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,14 @@ class Checkpointer:
         with self._condition:
             self._pending[path] = None
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="fleche-checkpointer", daemon=True
-                )
-                self._thread.start()
+                thread = threading.Thread(target=self._run, name="fleche-checkpointer", daemon=True)
+                try:
+                    thread.start()
+                except RuntimeError as e:  # at interpreter shutdown: the writers' net does it
+                    self._pending.clear()
+                    log.debug("no checkpointer thread: %s", e)
+                    return
+                self._thread = thread
             self._condition.notify()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
@@ -83,9 +87,8 @@ def checkpoint(path: str) -> None:
     Never creates a database (a cache deleted meanwhile is left alone) and never raises: a
     checkpoint that cannot run now is done by a later one or by a writer's commit."""
     try:
-        conn = sqlite3.connect(
-            f"file:{quote(path)}?mode=rw", uri=True, isolation_level=None, timeout=0
-        )
+        uri = f"{Path(path).absolute().as_uri()}?mode=rw"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=0)
     except sqlite3.Error as e:
         log.debug("no checkpoint of %s: %s", path, e)
         return
