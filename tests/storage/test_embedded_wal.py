@@ -165,3 +165,40 @@ def test_a_checkpoint_finds_a_database_whose_path_needs_quoting(tmp_path: Path) 
     checkpoints.checkpoint(str(database))
     assert database.stat().st_size > before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a b?c#d%20e"]  # nothing made elsewhere
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_fork_waits_for_a_checkpoint_under_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a thread inside SQLite at a fork could leave SQLite's process-wide mutexes locked in the
+    # child: the fork waits until the checkpoint has returned
+    started, go = threading.Event(), threading.Event()
+    finished: list[str] = []
+
+    def slow(path: str) -> None:
+        started.set()
+        go.wait(30)
+        finished.append("checkpoint")
+
+    worker = checkpoints.Checkpointer()
+    monkeypatch.setattr(checkpoints, "_checkpointer", worker)
+    monkeypatch.setattr(checkpoints, "checkpoint", slow)
+    worker.request(str(tmp_path / "fleche.db"))
+    assert started.wait(30)
+
+    def fork() -> None:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        finished.append("fork")
+        os.waitpid(pid, 0)
+
+    forking = threading.Thread(target=fork)
+    forking.start()
+    forking.join(0.5)
+    assert forking.is_alive() and finished == []  # the fork waits ...
+    go.set()
+    forking.join(30)
+    assert finished == ["checkpoint", "fork"]  # ... until the checkpoint has returned
+    assert worker.wait_idle(30)

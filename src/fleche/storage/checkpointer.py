@@ -13,7 +13,9 @@ The writers' own ``wal_autocheckpoint`` stays on, at a size this thread keeps th
 the safety net should the thread fall behind or be gone: a checkpoint asked for is never lost,
 only delayed to a commit. The thread ends after ``IDLE_SECONDS`` without a request (a process
 that stopped writing keeps no extra thread, which a later ``fork`` would warn about) and starts
-again at the next one; a forked child starts its own.
+again at the next one; a forked child starts its own. A ``fork`` waits for a checkpoint under
+way to end, and none starts during it: a thread inside SQLite at the fork could leave one of
+SQLite's process-wide mutexes (its allocator's, its file table's) locked in the child for ever.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Checkpointer:
         self._pending: dict[str, None] = {}  # database paths, in the order asked, each once
         self._running: str | None = None
         self._thread: threading.Thread | None = None
+        self._busy = threading.Lock()  # held while in SQLite, and by a fork (see the module)
         self.done = 0  # checkpoints run so far (for tests and diagnostics)
 
     def request(self, path: str) -> None:
@@ -73,7 +76,8 @@ class Checkpointer:
                 del self._pending[path]
                 self._running = path
             try:
-                checkpoint(path)
+                with self._busy:
+                    checkpoint(path)
             finally:
                 with self._condition:
                     self._running = None
@@ -108,11 +112,31 @@ def checkpointer() -> Checkpointer:
     return _checkpointer
 
 
+_forking: Checkpointer | None = None
+
+
+def _before_fork() -> None:
+    global _forking
+    _forking = _checkpointer
+    _forking._busy.acquire()  # wait for a checkpoint under way; start none
+
+
+def _after_fork_in_parent() -> None:
+    global _forking
+    if _forking is not None:
+        _forking._busy.release()
+        _forking = None
+
+
 def _after_fork_in_child() -> None:
-    # the parent's thread did not follow, and its lock may have been held at the fork
-    global _checkpointer
-    _checkpointer = Checkpointer()
+    # the parent's thread did not follow; its locks are held or may have been
+    global _checkpointer, _forking
+    _checkpointer, _forking = Checkpointer(), None
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
