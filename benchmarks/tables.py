@@ -133,12 +133,13 @@ def array_argument(results: dict[str, Any]) -> str:
 
 
 def array_result(results: dict[str, Any]) -> str:
-    """W4: store and load of a large result against np.save / np.load in the same process."""
+    """W4: store and load of a large result against np.save / np.load in the same process, and
+    the rounds each median is of (fewer for the subjects the target does not judge)."""
     rows = []
     for s in _subjects(results, "W4", "W4"):
         store = median(results, "W4", s, "store_s")
         if store is None:
-            rows.append([s, why_missing(results, "W4", s), "", "", ""])
+            rows.append([s, why_missing(results, "W4", s), "", "", "", ""])
             continue
         node = results["W4"][s]
         rows.append([
@@ -147,8 +148,10 @@ def array_result(results: dict[str, Any]) -> str:
             duration(median(node, "load_s")),
             f"{sig(node['store_vs_np_save'], 2)}x",
             f"{sig(node['load_vs_np_load'], 2)}x",
+            str(node.get("runs", len(node["store_s"].get("samples", [])))),
         ])  # fmt: skip
-    return table(["", "store", "load", "store ÷ np.save", "load ÷ np.load"], rows)
+    header = ["", "store", "load", "store ÷ np.save", "load ÷ np.load", "runs"]
+    return table(header, rows)
 
 
 def scale(results: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 from .fmt import MIB, get, growth, median, sig, size, table, us
 from .runner import FLECHE
 from .scale import INDEXED_QUERIES
+from .workloads import W4_JUDGED
 
 PERSISTENT_FLECHE = [s for s in FLECHE if s != "fleche-memory"]
 Verdict = tuple[str, str]  # (measured, PASS | MISS | not measured)
@@ -107,7 +108,7 @@ def np_floor(r: dict[str, Any]) -> Verdict:
         return max(node["store_vs_np_save"], node["load_vs_np_load"])
 
     return _each(
-        r, ["fleche-file", "fleche-embedded"], worst,
+        r, list(W4_JUDGED), worst,
         lambda v: f"worst of store/load {sig(v, 2)}x", lambda v: v <= 1.5,
     )  # fmt: skip
 

@@ -322,3 +322,19 @@ def test_the_w2_target_and_table_give_the_embedded_sql_floor() -> None:
     assert "SQL alone: 98.0 µs a miss (its 7 statements" in tables.sql_floor({"W2": w2})
     del w2["fleche-embedded"]["sql_floor"]
     assert tables.sql_floor({"W2": w2}) == ""
+
+
+def test_w4_runs_fewer_rounds_for_the_subjects_its_target_does_not_judge(tmp_path: Path) -> None:
+    smoke = MODES["smoke"]
+    assert smoke.reported_big_repeats < smoke.big_repeats
+    judged = run_worker("W4", "fleche-embedded", smoke, workdir=tmp_path / "a")
+    reported = run_worker("W4", "fleche-memory", smoke, workdir=tmp_path / "b")
+    assert judged["runs"] == len(judged["store_s"]["samples"]) == smoke.big_repeats
+    assert reported["runs"] == len(reported["load_s"]["samples"]) == smoke.reported_big_repeats
+    text = tables.array_result({"W4": {"fleche-embedded": judged, "fleche-memory": reported}})
+    assert text.splitlines()[0].endswith("| runs |")
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[-2].strip() for line in text.splitlines()[2:]
+    }
+    assert rows == {"fleche-embedded": str(smoke.big_repeats),
+                    "fleche-memory": str(smoke.reported_big_repeats)}  # fmt: skip
