@@ -33,19 +33,31 @@ def test_the_journal_is_a_bounded_wal_synchronous_by_setting(tmp_path: Path) -> 
     assert _pragma(normal, "cache_size") == -PAGE_CACHE_KIB == -16 * 1024
 
 
-def test_the_wal_file_stays_bounded_under_many_commits(tmp_path: Path) -> None:
+def _largest_wal(tmp_path: Path, commits: int) -> int:
     values = ValueEmbedded(tmp_path)
     CallEmbedded(tmp_path)  # the calls share the database, as in the embedded cache
-    limit = _pragma(values, "journal_size_limit")
     wal = tmp_path / "fleche.db-wal"
     largest = 0
-    for i in range(int(WAL_PAGES * 1.5)):  # one commit of at least one page each
+    for i in range(commits):  # one commit of at least one page each
         values.save(os.urandom(3000) + i.to_bytes(4, "big"))
-        if i % 200 == 0:
-            largest = max(largest, wal.stat().st_size)
-    largest = max(largest, wal.stat().st_size)
-    assert 0 < largest <= limit
-    assert len(list(values.list())) == int(WAL_PAGES * 1.5)
+        largest = max(largest, wal.stat().st_size)
+    assert len(list(values.list())) == commits
+    return largest
+
+
+def test_the_writers_own_checkpoint_bounds_the_wal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embedded, "CHECKPOINT_COMMITS", 10**9)  # no checkpointer thread
+    limit = (WAL_PAGES + 16) * 4120
+    assert 0 < _largest_wal(tmp_path, int(WAL_PAGES * 1.5)) <= limit
+
+
+def test_the_wal_stays_bounded_with_the_checkpointer_thread(tmp_path: Path) -> None:
+    # while the thread checkpoints, a writer's own checkpoint is skipped (SQLite lets one run at
+    # a time), so the WAL may pass WAL_PAGES by the pages written meanwhile, never by much
+    limit = (WAL_PAGES + 16) * 4120
+    assert 0 < _largest_wal(tmp_path, int(WAL_PAGES * 2.5)) <= 1.5 * limit
 
 
 # --- checkpoints off the writers' path ------------------------------------------------------------
@@ -100,11 +112,11 @@ def test_the_thread_survives_a_failed_checkpoint_and_ends_when_idle(
     (tmp_path / "junk.db").write_bytes(b"not a database" * 100)
     worker = checkpoints.Checkpointer()
     worker.request(str(tmp_path / "junk.db"))
+    thread = worker._thread
+    assert thread is not None
     worker.request(str(database))
     assert worker.wait_idle(30) and worker.done == 2
     assert database.stat().st_size > before  # the good one ran after the bad one
-    thread = worker._thread
-    assert thread is not None
     thread.join(10)  # idle for IDLE_SECONDS: the thread ends ...
     assert not thread.is_alive() and worker._thread is None
     worker.request(str(database))  # ... and the next request starts another
@@ -202,3 +214,58 @@ def test_a_fork_waits_for_a_checkpoint_under_way(
     forking.join(30)
     assert finished == ["checkpoint", "fork"]  # ... until the checkpoint has returned
     assert worker.wait_idle(30)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_forks_from_two_threads_during_a_checkpoint_leave_nothing_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started, go = threading.Event(), threading.Event()
+
+    def slow(path: str) -> None:
+        started.set()
+        go.wait(30)
+
+    worker = checkpoints.Checkpointer()
+    monkeypatch.setattr(checkpoints, "_checkpointer", worker)
+    monkeypatch.setattr(checkpoints, "checkpoint", slow)
+    worker.request(str(tmp_path / "fleche.db"))
+    assert started.wait(30)
+
+    def fork() -> None:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+
+    forks = [threading.Thread(target=fork) for _ in range(2)]
+    for thread in forks:
+        thread.start()
+    for thread in forks:
+        thread.join(0.5)  # both wait in the before-fork hook
+    go.set()
+    for thread in forks:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in forks)
+    assert not worker._busy.locked()  # a later fork, or checkpoint, would wait for ever
+    assert worker.wait_idle(30)
+
+
+def test_an_unexpected_error_in_a_checkpoint_does_not_end_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    def flaky(path: str) -> None:
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError("an error nobody expected")
+
+    monkeypatch.setattr(checkpoints, "checkpoint", flaky)
+    worker = checkpoints.Checkpointer()
+    worker.request("first")
+    assert worker.wait_idle(30)
+    thread = worker._thread
+    worker.request("second")
+    assert worker.wait_idle(30) and calls == ["first", "second"] and worker.done == 2
+    assert thread is not None and worker._thread is thread and thread.is_alive()

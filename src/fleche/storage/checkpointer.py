@@ -75,33 +75,40 @@ class Checkpointer:
                 path = next(iter(self._pending))
                 del self._pending[path]
                 self._running = path
+            failed: str | None = None
             try:
-                with self._busy:
-                    checkpoint(path)
+                with self._busy:  # nothing else under it: a logging handler may fork
+                    failed = checkpoint(path)
+            except Exception as e:  # never let the thread die: the next request would wait
+                failed = f"{type(e).__name__}: {e}"
             finally:
                 with self._condition:
                     self._running = None
                     self.done += 1
                     self._condition.notify_all()
+            if failed is not None:
+                log.debug("no checkpoint of %s: %s", path, failed)
 
 
-def checkpoint(path: str) -> None:
-    """A PASSIVE checkpoint of the database at ``path``, on a connection opened for it.
+def checkpoint(path: str) -> str | None:
+    """A PASSIVE checkpoint of the database at ``path``, on a connection opened for it; None, or
+    why it did not run.
 
-    Never creates a database (a cache deleted meanwhile is left alone) and never raises: a
-    checkpoint that cannot run now is done by a later one or by a writer's commit."""
+    Never creates a database (a cache deleted meanwhile is left alone) and never raises for a
+    database it cannot use: a checkpoint that cannot run now is done by a later one or by a
+    writer's commit."""
     try:
         uri = f"{Path(path).absolute().as_uri()}?mode=rw"
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=0)
     except sqlite3.Error as e:
-        log.debug("no checkpoint of %s: %s", path, e)
-        return
+        return str(e)
     try:
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
     except sqlite3.Error as e:
-        log.debug("checkpoint of %s failed: %s", path, e)
+        return str(e)
     finally:
         conn.close()
+    return None
 
 
 _checkpointer = Checkpointer()
@@ -117,8 +124,9 @@ _forking: Checkpointer | None = None
 
 def _before_fork() -> None:
     global _forking
-    _forking = _checkpointer
-    _forking._busy.acquire()  # wait for a checkpoint under way; start none
+    checkpointer = _checkpointer
+    checkpointer._busy.acquire()  # wait for a checkpoint under way; start none
+    _forking = checkpointer  # only the holder of _busy writes it: forks from two threads queue
 
 
 def _after_fork_in_parent() -> None:

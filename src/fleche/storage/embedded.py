@@ -71,10 +71,11 @@ BUSY_TIMEOUT = 60.0
 # Checkpoints (copying the WAL back into the database, then two fsyncs) run off the writers'
 # path: every CHECKPOINT_COMMITS commits a process asks its checkpointer thread for one
 # (``checkpointer``). Run inside a commit, as SQLite does by default, they cost a run of misses a
-# quarter or more of its time (docs/performance.md, W2). A miss dirties about nine pages, so the
-# WAL stays near 1,000 of them; at WAL_PAGES (16 MiB) a committing writer checkpoints it itself,
-# the safety net should the thread fall behind. The WAL file is cut back to that size when it
-# restarts, and reused, not regrown, below it.
+# quarter or more of its time (docs/performance.md, W2). While writers keep committing, the
+# thread's checkpoints never find the log wholly copied, so it restarts through the writers' own
+# checkpoint at WAL_PAGES (16 MiB), which finds most of it copied already (and is skipped while
+# the thread's runs: the WAL may pass WAL_PAGES by the pages written meanwhile). The WAL file is
+# cut back to that size when it restarts, and reused, not regrown, below it.
 CHECKPOINT_COMMITS = 100
 WAL_PAGES = 4000
 # SQLite's page cache per connection (KiB; SQLite's default is 2 MiB). At 100,000 calls (48 MiB)
@@ -309,6 +310,7 @@ class Database:
     def end(self, *, commit: bool) -> None:
         """Commit (or roll back) the outermost transaction, then run the after-commit actions."""
         conn, after = self.connection(), self._local.after
+        checkpoint = False
         try:
             if commit:
                 try:
@@ -319,14 +321,15 @@ class Database:
                     after.clear()
                     _raise_save_error(e, f"cannot commit to {self.path}")
                 self._commits += 1
-                if self._commits % CHECKPOINT_COMMITS == 0:
-                    checkpointer().request(self.path)
+                checkpoint = self._commits % CHECKPOINT_COMMITS == 0
             else:
                 if conn.in_transaction:  # a full disk (and other errors) rolled it back already
                     conn.execute("ROLLBACK")
                 after.clear()
         finally:
             self._writer.release()
+        if checkpoint:  # asked outside the writer lock: nothing here delays another writer
+            checkpointer().request(self.path)
         while after:
             after.pop(0)()
 
