@@ -179,14 +179,11 @@ def test_a_checkpoint_finds_a_database_whose_path_needs_quoting(tmp_path: Path) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a b?c#d%20e"]  # nothing made elsewhere
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
-def test_a_fork_waits_for_a_checkpoint_under_way(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # a thread inside SQLite at a fork could leave SQLite's process-wide mutexes locked in the
-    # child: the fork waits until the checkpoint has returned
+def _checkpoint_under_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, finished: list[str]
+) -> tuple[checkpoints.Checkpointer, threading.Event]:
+    """The process's checkpointer, inside a checkpoint that returns once the event is set."""
     started, go = threading.Event(), threading.Event()
-    finished: list[str] = []
 
     def slow(path: str) -> None:
         started.set()
@@ -198,6 +195,11 @@ def test_a_fork_waits_for_a_checkpoint_under_way(
     monkeypatch.setattr(checkpoints, "checkpoint", slow)
     worker.request(str(tmp_path / "fleche.db"))
     assert started.wait(30)
+    return worker, go
+
+
+def _forking_thread(finished: list[str]) -> threading.Thread:
+    """A started thread that forks a child which exits at once, then notes "fork"."""
 
     def fork() -> None:
         pid = os.fork()
@@ -206,8 +208,20 @@ def test_a_fork_waits_for_a_checkpoint_under_way(
         finished.append("fork")
         os.waitpid(pid, 0)
 
-    forking = threading.Thread(target=fork)
-    forking.start()
+    thread = threading.Thread(target=fork)
+    thread.start()
+    return thread
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_fork_waits_for_a_checkpoint_under_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a thread inside SQLite at a fork could leave SQLite's process-wide mutexes locked in the
+    # child: the fork waits until the checkpoint has returned
+    finished: list[str] = []
+    worker, go = _checkpoint_under_way(tmp_path, monkeypatch, finished)
+    forking = _forking_thread(finished)
     forking.join(0.5)
     assert forking.is_alive() and finished == []  # the fork waits ...
     go.set()
@@ -220,33 +234,15 @@ def test_a_fork_waits_for_a_checkpoint_under_way(
 def test_forks_from_two_threads_during_a_checkpoint_leave_nothing_held(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    started, go = threading.Event(), threading.Event()
-
-    def slow(path: str) -> None:
-        started.set()
-        go.wait(30)
-
-    worker = checkpoints.Checkpointer()
-    monkeypatch.setattr(checkpoints, "_checkpointer", worker)
-    monkeypatch.setattr(checkpoints, "checkpoint", slow)
-    worker.request(str(tmp_path / "fleche.db"))
-    assert started.wait(30)
-
-    def fork() -> None:
-        pid = os.fork()
-        if pid == 0:
-            os._exit(0)
-        os.waitpid(pid, 0)
-
-    forks = [threading.Thread(target=fork) for _ in range(2)]
-    for thread in forks:
-        thread.start()
+    finished: list[str] = []
+    worker, go = _checkpoint_under_way(tmp_path, monkeypatch, finished)
+    forks = [_forking_thread(finished) for _ in range(2)]
     for thread in forks:
         thread.join(0.5)  # both wait in the before-fork hook
     go.set()
     for thread in forks:
         thread.join(30)
-    assert not any(thread.is_alive() for thread in forks)
+    assert not any(thread.is_alive() for thread in forks) and finished.count("fork") == 2
     assert not worker._busy.locked()  # a later fork, or checkpoint, would wait for ever
     assert worker.wait_idle(30)
 
