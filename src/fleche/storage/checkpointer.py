@@ -9,9 +9,11 @@ so many commits a process asks its one daemon thread to run a PASSIVE checkpoint
 of its own. A PASSIVE checkpoint waits for no reader or writer, and SQLite runs it without the
 GIL, so the process's callers go on meanwhile.
 
-The writers' own ``wal_autocheckpoint`` stays on, at a size this thread keeps the log below, as
-the safety net should the thread fall behind or be gone: a checkpoint asked for is never lost,
-only delayed to a commit. The thread ends after ``IDLE_SECONDS`` without a request (a process
+The writers' own ``wal_autocheckpoint`` stays on, at a larger size, as the safety net should the
+thread fall behind or be gone (a checkpoint asked for is never lost, only delayed to a commit),
+and as what restarts the log while writers keep committing: a PASSIVE checkpoint running beside
+them never finds the log wholly copied when a writer starts, the writer's own then copies only
+what the thread has not. The thread ends after ``IDLE_SECONDS`` without a request (a process
 that stopped writing keeps no extra thread, which a later ``fork`` would warn about) and starts
 again at the next one; a forked child starts its own. A ``fork`` waits for a checkpoint under
 way to end, and none starts during it: a thread inside SQLite at the fork could leave one of
@@ -42,7 +44,7 @@ class Checkpointer:
         self._running: str | None = None
         self._thread: threading.Thread | None = None
         self._busy = threading.Lock()  # held while in SQLite, and by a fork (see the module)
-        self.done = 0  # checkpoints run so far (for tests and diagnostics)
+        self.done = 0  # requests handled so far, run or failed (for tests and diagnostics)
 
     def request(self, path: str) -> None:
         """Ask for a checkpoint of the database at ``path``; returns at once."""
@@ -124,9 +126,9 @@ _forking: Checkpointer | None = None
 
 def _before_fork() -> None:
     global _forking
-    checkpointer = _checkpointer
-    checkpointer._busy.acquire()  # wait for a checkpoint under way; start none
-    _forking = checkpointer  # only the holder of _busy writes it: forks from two threads queue
+    current = _checkpointer
+    current._busy.acquire()  # wait for a checkpoint under way; start none
+    _forking = current  # only the holder of _busy writes it: forks from two threads queue
 
 
 def _after_fork_in_parent() -> None:
