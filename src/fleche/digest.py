@@ -16,6 +16,7 @@ import struct
 import sys
 import types
 from collections.abc import Callable
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import xxhash
@@ -216,18 +217,27 @@ def _sort_key(parts: list) -> bytes:
         return b"\xff" + _finish(parts).encode()
 
 
+_first = itemgetter(0)  # a sort key that never compares the encodings that follow it
+
+
 def _enc_dict(v: dict, out: list) -> None:
     items = []
     for key, value in v.items():
-        k: list = []
         try:
-            _encode(key, k)
+            if type(key) is str:  # the commonest key, encoded inline: the same bytes
+                b = key.encode("utf-8", "surrogatepass")
+                encoded = b"s" + _pack_Q(len(b)) + b
+                k: list = [encoded]
+            else:
+                k = []
+                _encode(key, k)
+                encoded = _sort_key(k)
             val: list = []
             _encode(value, val)
         except DigestError as e:
             raise e.at(f"[{key!r}]") from None
-        items.append((_sort_key(k), k, val))
-    items.sort(key=lambda item: item[0])
+        items.append((encoded, k, val))
+    items.sort(key=_first)
     out.append(b"{" + _pack_Q(len(items)))
     for _, k, val in items:
         out.extend(k)
@@ -244,7 +254,7 @@ def _enc_set(tag: bytes) -> Encoder:
             except DigestError as err:
                 raise err.at(f"{{{item!r}}}") from None
             elements.append((_sort_key(e), e))
-        elements.sort(key=lambda element: element[0])
+        elements.sort(key=_first)
         out.append(tag + _pack_Q(len(elements)))
         for _, e in elements:
             out.extend(e)

@@ -156,6 +156,7 @@ class CachedFunction:
         self._key_of: Callable[[list[str]], str] | None = None
         self._code_digest: str | None = None
         self._indices = tuple(i for i, _ in self._keyed)
+        self._names = tuple(name for _, name in self._keyed)
         # keys of recent calls with small scalar arguments: a hit skips digesting them again
         self._known: dict[tuple[Any, ...], tuple[Digest, list[str]]] = {}
 
@@ -258,7 +259,7 @@ class CachedFunction:
         """The COMPUTE context of ``key``; with ``on_lock_timeout="compute"`` a timeout to enter
         it yields False (compute without storing) instead of raising ``LockTimeoutError``."""
         sync = cache._operation_context(key, intent=Intent.COMPUTE)
-        return _ComputeContext(sync, None, self._compute_on_timeout, f"{self.name} {key}")
+        return _ComputeContext(sync, None, self._compute_on_timeout, self.name, key)
 
     def _record(self, cache: BaseCache, key: Digest, hexes: list, values: Any, result: Any,
                 recorders: tuple, states: list) -> None:  # fmt: skip
@@ -281,15 +282,14 @@ class CachedFunction:
                 stacklevel=5,
             )
             return
-        metadata = collect(recorders, states)
+        metadata = collect(recorders, states) if recorders else {}
         metadata["fleche"] = {"created": now()}
-        digests = [Digest(h) for h in hexes]
-        arguments = {name: d for (_, name), d in zip(self._keyed, digests, strict=True)}
+        digests = list(map(Digest, hexes))
         record = DigestedCall(
-            self.name, arguments, metadata, self.module, self.version, self._code_digest,
-            result_digest,
+            self.name, dict(zip(self._names, digests, strict=True)), metadata, self.module,
+            self.version, self._code_digest, result_digest,
         )  # fmt: skip
-        stored = [(d, values[i]) for (i, _), d in zip(self._keyed, digests, strict=True)]
+        stored = list(zip(digests, map(values.__getitem__, self._indices), strict=True))
         stored.append((result_digest, kept))
         save_call(cache, key, record, stored, store_arguments=self._store_arguments)
 
@@ -413,7 +413,7 @@ class AsyncCachedFunction(CachedFunction):
     async def _amiss(self, cache: BaseCache, key: Digest, hexes: list, values: Any, args: Any,
                      kwargs: Any, indirect: bool) -> Any:  # fmt: skip
         inner = cache._async_operation_context(key, intent=Intent.COMPUTE)
-        async with _ComputeContext(None, inner, self._compute_on_timeout, key) as locked:
+        async with _ComputeContext(None, inner, self._compute_on_timeout, self.name, key) as locked:
             try:
                 return cache._lookup(key)
             except KeyError:  # the re-check and the first look-up are one miss
@@ -441,22 +441,19 @@ class AsyncCachedFunction(CachedFunction):
 class _ComputeContext:
     """Enters a COMPUTE context; yields True when held, False after a tolerated lock timeout."""
 
-    __slots__ = ("async_inner", "entered", "inner", "label", "tolerate")
+    __slots__ = ("async_inner", "entered", "inner", "key", "name", "tolerate")
 
-    def __init__(self, inner: Any, async_inner: Any, tolerate: bool, label: str) -> None:
-        self.inner, self.async_inner, self.tolerate, self.label = (
-            inner,
-            async_inner,
-            tolerate,
-            label,
-        )
+    def __init__(self, inner: Any, async_inner: Any, tolerate: bool, name: str, key: str) -> None:
+        self.inner, self.async_inner, self.tolerate = inner, async_inner, tolerate
+        self.name, self.key = name, key  # the warning's label, made only if it is given
         self.entered = False
 
     def _timed_out(self, error: LockTimeoutError) -> bool:
         if not self.tolerate:
             raise error
         warnings.warn(
-            f"{self.label}: {error}; computing without the lock (the result is not stored)",
+            f"{self.name} {self.key}: {error}; computing without the lock (the result is not "
+            "stored)",
             LockTimeoutWarning,
             stacklevel=4,
         )

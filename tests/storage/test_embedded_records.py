@@ -116,8 +116,9 @@ class _Opaque:
 
 
 def test_the_record_text_is_what_json_dumps_gives_with_the_same_options() -> None:
-    """The record's JSON comes from one encoder made once; it must write what ``json.dumps``
-    with the same options writes (a set and a tuple as lists, anything else as its repr)."""
+    """The record's JSON comes from the C encoder made directly; it must write what
+    ``json.dumps`` with the same options writes (a set and a tuple as lists, anything else as its
+    repr), and refuse a cycle as it does."""
     import json
 
     from fleche.storage.embedded import _jsonable, _record_json
@@ -128,3 +129,68 @@ def test_the_record_text_is_what_json_dumps_gives_with_the_same_options() -> Non
     assert json.loads(_record_json(parts))[4] == {
         "tags": ["b"], "shape": [1, 2], "o": "<opaque>", "nested": {"é": [1.5, None, True]},
     }  # fmt: skip
+    cyclic: list[Any] = []
+    cyclic.append(cyclic)
+    with pytest.raises(ValueError, match="Circular reference"):
+        json.dumps(cyclic, separators=(",", ":"), default=_jsonable)
+    with pytest.raises(ValueError, match="Circular reference"):
+        _record_json(["f", {"loop": cyclic}])
+    assert _record_json(parts) == json.dumps(parts, separators=(",", ":"), default=_jsonable)
+
+
+def test_threads_writing_records_with_shared_metadata_never_see_a_false_cycle() -> None:
+    """Metadata shared by the records of several threads (a dict every call returns) is written
+    by each thread on its own: the encoder's record of the containers it is inside is not shared,
+    so one thread never takes another's for a cycle, even switching threads mid-record."""
+    import sys
+    import threading
+
+    from fleche.storage.embedded import _record_json
+
+    shared = {"run": {"host": "h", "tags": [{"k": _Opaque()} for _ in range(20)]}}
+    expected = _record_json(["f", shared])
+    failures: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            for _ in range(300):
+                assert _record_json(["f", shared]) == expected
+        except BaseException as e:  # reported by the main thread
+            failures.append(e)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        threads = [threading.Thread(target=write) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert failures == []
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"x": "ab" * 8},  # a short digest
+        {"x": "ab" * 15 + "a", "y": "ab" * 16 + "a"},  # 31 + 33 characters: 64 in all
+        {"x": "zz" * 16},  # not hex
+        {"x": 5},  # not a string
+    ],
+    ids=["short", "lengths that add up", "not hex", "not a string"],
+)
+def test_a_record_whose_arguments_are_not_full_digests_is_refused(
+    tmp_path: Path, arguments: dict[str, Any]
+) -> None:
+    from fleche.call import DigestedCall
+    from fleche.digest import digest
+    from fleche.errors import SaveError
+    from fleche.storage.embedded import CallEmbedded
+
+    calls = CallEmbedded(tmp_path)
+    record = DigestedCall("f", arguments, {}, "m", None, None, digest(3))
+    with pytest.raises(SaveError, match="full digests"):
+        calls.save(record, "0123456789abcdef" * 2)
+    assert list(calls.list()) == []

@@ -532,7 +532,8 @@ class RangeLock:
         return True
 
     def __enter__(self) -> None:
-        wait_for(self.try_enter, self.timeout, f"the lock on {self.offset:x} in {self.path}")
+        if not self.try_enter():  # the usual case takes it at once: no deadline, no message
+            wait_for(self.try_enter, self.timeout, f"the lock on {self.offset:x} in {self.path}")
 
     def __exit__(self, *exc: object) -> None:
         fd, self.fd = self.fd, None

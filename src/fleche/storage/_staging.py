@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from ..digest import Digest
@@ -156,15 +156,21 @@ def size_of(value: Any) -> int | None:
     return None
 
 
-@contextmanager
 def stage(directory: str, codec: Codec, value: Any, key_of: Callable[[], Digest], *,
-          mode: int | None, ops: FileOps, at_least: int = 0) -> Iterator[Callable[[], Digest]]:  # fmt: skip
+          mode: int | None, ops: FileOps, at_least: int = 0
+          ) -> AbstractContextManager[Callable[[], Digest]]:  # fmt: skip
     """A block whose target gives ``value``'s key: for a :func:`stageable` value, computed by a
     helper thread while the value is written to a temp file in ``directory`` (see the module
-    docstring); for any other, ``key_of`` itself."""
+    docstring); for any other, ``key_of`` itself (in a ``nullcontext``: a miss's small result
+    costs no generator)."""
     if not stageable(codec, value, at_least):
-        yield key_of
-        return
+        return nullcontext(key_of)
+    return _staged(directory, codec, value, key_of, mode=mode, ops=ops, at_least=at_least)
+
+
+@contextmanager
+def _staged(directory: str, codec: Codec, value: Any, key_of: Callable[[], Digest], *,
+            mode: int | None, ops: FileOps, at_least: int) -> Iterator[Callable[[], Digest]]:  # fmt: skip
     try:
         frame = codec.frame("", value)  # the key only enters the checksum, computed later
     except Exception:  # the usual path serialises it again and reports the error

@@ -203,7 +203,7 @@ def _take_process_lock(host: PerKeyLockMixin, key: str) -> AbstractContextManage
 
 
 class _KeyLockContext:
-    __slots__ = ("entry", "host", "inner", "key")
+    __slots__ = ("entry", "host", "inner", "key", "table")
 
     def __init__(self, host: PerKeyLockMixin, key: str, inner: AbstractContextManager[Any]):
         self.host, self.key, self.inner = host, key, inner
@@ -211,7 +211,8 @@ class _KeyLockContext:
 
     def __enter__(self) -> None:
         host, key = self.host, self.key
-        entry = host._lock_table().acquire(key, current_owner(), host.lock_timeout)
+        self.table = table = host._lock_table()  # the one the entry is released to
+        entry = table.acquire(key, current_owner(), host.lock_timeout)
         self.entry = entry
         try:
             if entry.depth == 1:
@@ -229,9 +230,9 @@ class _KeyLockContext:
             try:
                 process_lock.__exit__(None, None, None)
             finally:
-                self.host._lock_table().release(self.key, entry)
+                self.table.release(self.key, entry)
         else:
-            self.host._lock_table().release(self.key, entry)
+            self.table.release(self.key, entry)
 
     def __exit__(self, *exc: Any) -> None:
         try:
@@ -247,7 +248,8 @@ class _AsyncKeyLockContext(_KeyLockContext):
 
     async def __aenter__(self) -> None:
         host, key = self.host, self.key
-        entry = await host._lock_table().acquire_async(key, current_owner(), host.lock_timeout)
+        self.table = table = host._lock_table()
+        entry = await table.acquire_async(key, current_owner(), host.lock_timeout)
         self.entry = entry
         try:
             if entry.depth == 1:

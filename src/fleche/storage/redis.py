@@ -127,6 +127,13 @@ def _seconds(options: dict[str, str], name: str) -> float | None:
     return value
 
 
+class _ThreadState(threading.local):
+    """A thread's own connection; None by class default, so that a look for one not made yet
+    costs no AttributeError (1.2 us each on a plain ``threading.local``)."""
+
+    conn: Any = None
+
+
 @dataclass(frozen=True)
 class RedisOptions:
     """A parsed ``redis://`` URL: the server (what redis-py connects to) and fleche's options."""
@@ -310,7 +317,7 @@ class RedisConnection:
 
     def _fresh(self) -> None:
         self.heartbeat = Heartbeat(self)
-        self._local = threading.local()
+        self._local = _ThreadState()
 
     def after_fork(self) -> None:
         """In a forked child: new connections, and none of the parent's leases."""

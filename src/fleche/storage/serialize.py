@@ -45,9 +45,18 @@ _PLAIN_HEAD = struct.Struct("<4sBIQ")  # the header before its checksum field
 _LEN = struct.Struct("<Q")
 _SIG_LEN = 32
 _xxh3_64 = xxhash.xxh3_64_intdigest
-# A value whose frame was made, and is being written, before its key was known (see
-# ``storage._staging``): ``STAGED.write`` is that write, for this thread, or None.
-STAGED = threading.local()
+
+
+class _Staged(threading.local):
+    """A value whose frame was made, and is being written, before its key was known (see
+    ``storage._staging``): ``write`` is that write, for this thread, or None. None is a class
+    default: on a plain ``threading.local`` a missing attribute costs an AttributeError, its
+    message formatted, at each look (1.2 us, five looks a miss)."""
+
+    write: Any = None
+
+
+STAGED = _Staged()
 
 
 def secret_keys_from_env() -> list[bytes]:
