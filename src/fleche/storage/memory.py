@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..digest import Digest
@@ -56,3 +56,33 @@ class ValueMemory(ValueMixin, PerKeyLockMixin, MemoryBackend):
 
 class CallMemory(CallMixin, PerKeyLockMixin, MemoryBackend):
     """Call records in a dict."""
+
+    def _joint_writer(self, values: Any) -> Callable[..., Exception | None] | None:
+        """A miss's values and record put straight into the dicts when ``values`` is a plain
+        :class:`ValueMemory` (see ``caches.save_call``): the caller holds the key's WRITE
+        context, and a value's own lock would guard nothing that one dict assignment does not
+        (a memory miss took six lock contexts, 170 Python calls). Values are copied (``copy``)
+        before anything is stored, so a result that cannot be leaves nothing behind."""
+        if (
+            type(values) is not ValueMemory
+            or type(self)._put is not MemoryBackend._put
+            or type(self).save is not CallMixin.save
+        ):
+            return None  # a subclass that changes how entries are written keeps its own path
+        from ..caches import serialise_values  # here: caches imports this package
+
+        data, put = values._data, self._put
+
+        def stored(key: Digest, value: Any) -> Any:
+            return copy.deepcopy(value) if values.copy else value
+
+        def write(key: Digest, record: Any, arguments: Sequence[tuple[Digest, Any]],
+                  result_key: Digest, result: Any) -> Exception | None:  # fmt: skip
+            kept = serialise_values(stored, arguments, result_key, result)
+            if isinstance(kept, Exception):
+                return kept
+            data.update(kept)
+            put(key, record)
+            return None
+
+        return write
