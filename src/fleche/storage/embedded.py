@@ -480,7 +480,11 @@ class EmbeddedBackend(StorageBackend):
     def _value_row(self, key: Digest, blob: bytes, value: Any, frame: Frame | None = None
                    ) -> tuple[Any, ...]:  # fmt: skip
         """The ``vals`` row of ``value``: inline, or a large one's file, written here first."""
-        frame = frame or self.codec.frame(key, value)
+        if frame is None:
+            small = self.codec.small_frame(key, value, self.threshold)
+            if isinstance(small, bytes):  # the usual small value, made in one piece
+                return blob, small, None, time.time()
+            frame = small
         if frame.nbytes > self.threshold:
             path = key_path(self._files, key)
             write_frame(path, frame, durable=self.durable, mode=self.mode, ops=self.ops)
