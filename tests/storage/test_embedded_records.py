@@ -138,6 +138,20 @@ def test_the_record_text_is_what_json_dumps_gives_with_the_same_options() -> Non
     assert _record_json(parts) == json.dumps(parts, separators=(",", ":"), default=_jsonable)
 
 
+def test_the_record_text_is_the_same_without_the_c_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Python whose C encoder is missing or takes other arguments gets the same text from
+    ``JSONEncoder`` (the C encoder is a private API, checked once at import)."""
+    from fleche.storage import embedded
+
+    parts = ["f", "m", None, ["x"], {"fleche": {"host": "h"}, "s": {1}}, "ab" * 16]
+    fast = embedded._record_json(parts)
+    assert embedded._C_ENCODER  # on the Pythons the suite runs on
+    monkeypatch.setattr(embedded, "_C_ENCODER", False)
+    assert embedded._record_json(parts) == fast
+    monkeypatch.setattr(embedded, "c_make_encoder", None)
+    assert embedded._c_encoder_usable() is False
+
+
 def test_threads_writing_records_with_shared_metadata_never_see_a_false_cycle() -> None:
     """Metadata shared by the records of several threads (a dict every call returns) is written
     by each thread on its own: the encoder's record of the containers it is inside is not shared,

@@ -654,6 +654,24 @@ def _jsonable(value: Any) -> Any:
 # it is decoded.
 _CALL_COLUMNS = "name, module, version, result, record, checksum"
 _json_encoder = json.JSONEncoder(separators=(",", ":"), default=_jsonable)
+# the arguments of ``json.encoder.c_make_encoder`` after the markers, as ``JSONEncoder`` passes
+# them for these options (default, string encoder, indent, separators, sort_keys, skipkeys,
+# allow_nan)
+_C_ENCODER_OPTIONS = (_jsonable, encode_basestring_ascii, None, ":", ",", False, False, True)
+
+
+def _c_encoder_usable() -> bool:
+    """True when this Python's C encoder exists and takes the arguments ``JSONEncoder`` gives it
+    in the Python versions fleche was tried on (3.11-3.13); a private API, so checked once."""
+    sample = ["f", None, 1.5, {"é": [True]}]
+    try:
+        made = "".join(c_make_encoder({}, *_C_ENCODER_OPTIONS)(sample, 0))
+    except Exception:  # absent (None), or another signature
+        return False
+    return made == _json_encoder.encode(sample)
+
+
+_C_ENCODER = _c_encoder_usable()
 
 
 def _record_json(value: Any) -> str:
@@ -662,11 +680,9 @@ def _record_json(value: Any) -> str:
     which catches cycles, must not be shared between threads), without ``JSONEncoder.encode``'s
     Python layers: 2.2 us a record instead of 3.5 (json.dumps makes a new JSONEncoder as well
     whenever it is given options)."""
-    if c_make_encoder is None:  # a Python without the C accelerator
+    if not _C_ENCODER:
         return _json_encoder.encode(value)
-    encode = c_make_encoder({}, _jsonable, encode_basestring_ascii, None, ":", ",", False, False,
-                            True)  # fmt: skip
-    return "".join(encode(value, 0))
+    return "".join(c_make_encoder({}, *_C_ENCODER_OPTIONS)(value, 0))
 
 
 _HEAD = struct.Struct("<HBd")  # argument count, flags, created
