@@ -44,7 +44,7 @@ import xxhash
 
 from ..caches import Cache, serialise_values
 from ..call import NO_RESULT, DigestedCall, QueryCall
-from ..digest import SCHEME_VERSION, Digest, digest, is_hex_key
+from ..digest import DIGEST_LENGTH, SCHEME_VERSION, Digest, digest, is_hex_key
 from ..errors import ConfigError, FlecheWarning, IntegrityError, SaveError
 from . import _files, _staging
 from ._files import OPS, FileOps, key_path, make_dirs, read_file, write_frame
@@ -699,8 +699,8 @@ def _checksum(blob: bytes, result: bytes | None, record: bytes) -> int:
 def _call_row(key: str, call: DigestedCall) -> tuple[Any, ...]:
     """The columns of ``call`` after its key (``SaveError`` when a digest is not a full one)."""
     digests = call.arguments.values()
-    try:  # every digest 32 characters, then all of them converted at once
-        if set(map(len, digests)) - {32}:
+    try:  # every digest full length, then all of them converted at once
+        if set(map(len, digests)) - {DIGEST_LENGTH}:
             raise ValueError("a digest of another length")
         args = bytes.fromhex("".join(digests))
         result = None if call.result is NO_RESULT else bytes.fromhex(call.result)
