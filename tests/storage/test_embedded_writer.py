@@ -78,6 +78,27 @@ def test_the_joint_writer_stores_what_the_generic_path_stores(tmp_path: Path) ->
         assert mixed.query(n=2).only().arguments["blob"] == b"y" * 50_000
 
 
+def test_every_key_and_frame_lands_as_a_blob(tmp_path: Path) -> None:
+    """Keys, frames and records are bound as bytearray (sqlite3 adapts bytes first): whichever
+    path wrote them, SQLite must hold BLOBs, never text, for the hit path to find them."""
+    joint, generic = _joint(tmp_path / "joint"), Generic(tmp_path / "generic")
+    for store in (joint, generic):
+        with fleche.cache(store):
+            mixed(1, "x", b"")
+            store.values.save("a value saved on its own")
+    for name in ("joint", "generic"):
+        with sqlite3.connect(tmp_path / name / "fleche.db") as conn:
+            types = conn.execute(
+                "SELECT DISTINCT typeof(key), typeof(data) FROM vals"
+                " UNION SELECT DISTINCT typeof(key), typeof(result) FROM calls"
+                " UNION SELECT DISTINCT typeof(record), typeof(record) FROM calls"
+                " UNION SELECT DISTINCT typeof(value), typeof(call) FROM args"
+            ).fetchall()
+        assert types == [("blob", "blob")], name
+    with fleche.cache(_joint(tmp_path / "joint")):  # and read back through the hit path
+        assert mixed.contains(1, "x", b"") and mixed(1, "x", b"")["n"] == 1
+
+
 def test_an_argument_that_cannot_be_stored_is_kept_by_digest(tmp_path: Path) -> None:
     store = _joint(tmp_path)
     check_an_unstorable_argument_is_kept_by_digest(store)

@@ -48,6 +48,7 @@ from ..digest import DIGEST_LENGTH, SCHEME_VERSION, Digest, digest, is_hex_key
 from ..errors import ConfigError, FlecheWarning, IntegrityError, SaveError
 from . import _files, _staging
 from ._files import OPS, FileOps, key_path, make_dirs, read_file, write_frame
+from ._walmark import open_mark
 from .base import NULL_CONTEXT, BatchScope, CallMixin, Intent, StorageBackend, check_key
 from .checkpointer import checkpointer
 from .embedded_upgrade import call_from_parts, upgrade
@@ -169,6 +170,13 @@ class _Connection(sqlite3.Connection):
     """A connection that can be weakly referenced (to find the live ones at ``fork``)."""
 
 
+class _ThreadState(threading.local):
+    """A thread's connection and what goes with it (class defaults: no exception to look)."""
+
+    mark: Callable[[], bytes] | None = None  # the WAL-index header, once the schema exists
+    missed: tuple[str, bytes] | None = None  # the last key read absent, and the header then
+
+
 class Database:
     """``DIR/fleche.db``, shared by every storage on ``DIR`` in this process (see :func:`database`):
     one connection per thread, the schema, and the transactions of WRITE contexts."""
@@ -176,6 +184,7 @@ class Database:
     def __init__(self, root: str, mode: int | None) -> None:
         self.root, self.path = root, f"{root}/fleche.db"
         self.durable = False
+        self._ready = False  # the schema exists (once created or checked here)
         self._reset()
         make_dirs(root, mode)
         try:  # created here so that it follows the umask (or mode), which SQLite would not
@@ -189,9 +198,11 @@ class Database:
         self._check_filesystem()
         self._create_schema()
         self.inode = os.stat(self.path).st_ino
+        self._local.mark = open_mark(self.connection(), self.path)
+        self._ready = True  # new connections read the schema: each can take its mark
 
     def _reset(self) -> None:
-        self._local = threading.local()
+        self._local = _ThreadState()
         self._commits = 0  # by this process, counted under ``_writer``
         self._writer = threading.Lock()  # threads of this process queue here, not in busy-waits
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
@@ -216,7 +227,34 @@ class Database:
         self._local.conn, self._local.durable, self._local.after = conn, self.durable, []
         self._local.batch = None
         self._connections.add(conn)
+        if self._ready:
+            self._local.mark = open_mark(conn, self.path)
         return conn
+
+    def absent(self, key: str) -> bool:
+        """True when ``key`` was read absent by this thread and nothing was committed since,
+        by any connection, nor is any write of this thread's pending: then it is still absent,
+        and a look-up needs no statement (see ``_walmark``)."""
+        local = self._local
+        missed, mark = local.missed, local.mark
+        return (
+            missed is not None
+            and missed[0] == key
+            and mark is not None
+            and missed[1] == mark()
+            and not local.conn.in_transaction
+        )
+
+    def read_absent(self, key: str, mark: bytes | None) -> None:
+        """Note that this thread read ``key`` absent in a statement begun after ``mark`` was
+        taken (see :meth:`absent`)."""
+        if mark is not None:
+            self._local.missed = (key, mark)
+
+    def change_mark(self) -> bytes | None:
+        """The WAL-index header now (None when it cannot be read here)."""
+        mark = self._local.mark
+        return mark() if mark is not None else None
 
     def _check_filesystem(self) -> None:
         fstype = _files.filesystem_type(self.root)
@@ -506,7 +544,7 @@ class EmbeddedBackend(StorageBackend):
         return {Digest(row[0].hex()) for row in self._rows_among("", keys)}
 
     def _get(self, key: Digest) -> Any:
-        blob = bytes.fromhex(key)
+        blob = bytearray.fromhex(key)
         row = (
             self._db.connection().execute("SELECT data FROM vals WHERE key = ?", (blob,)).fetchone()
         )
@@ -521,7 +559,9 @@ class EmbeddedBackend(StorageBackend):
         except IntegrityError as e:
             raise self._corrupt(key, e) from e
 
-    def _read_file(self, key: Digest, blob: bytes, checker: FrameChecker | None = None) -> Any:
+    def _read_file(
+        self, key: Digest, blob: bytes | bytearray, checker: FrameChecker | None = None
+    ) -> Any:
         try:
             return read_file(key_path(self._files, key), checker)
         except FileNotFoundError:
@@ -547,7 +587,7 @@ class EmbeddedBackend(StorageBackend):
         return True
 
     def _contains(self, key: Digest) -> bool:
-        return self._execute(self._select_one, (bytes.fromhex(key),)).fetchone() is not None
+        return self._execute(self._select_one, (bytearray.fromhex(key),)).fetchone() is not None
 
     def _evict(self, key: Digest) -> None:
         blob = bytes.fromhex(key)
@@ -688,9 +728,14 @@ def _record_json(value: Any) -> str:
 _HEAD = struct.Struct("<HBd")  # argument count, flags, created
 _CREATED, _CODE = 1, 2  # flags: ``created`` was moved out of the metadata; a 16-byte code digest
 _xxh3_64 = xxhash.xxh3_64_intdigest
+# Blob parameters go to sqlite3 as bytearray: it binds bytearray (like int, float and str) at
+# once, while bytes first goes through its adapter look-up, which builds and discards an
+# AttributeError each time (0.5 us a parameter, 16 parameters a miss; issue 7, W2).
+_JOIN = bytearray().join
 
 
-def _checksum(blob: bytes, result: bytes | None, record: bytes) -> int:
+def _checksum(blob: bytes | bytearray, result: bytes | bytearray | None,
+              record: bytes | bytearray) -> int:  # fmt: skip
     """The row's checksum (signed: SQLite integers are); ``result`` None is told from any digest."""
     marked = b"\1" + result if result is not None else b"\0"
     return _xxh3_64(blob + marked + record) - (1 << 63)
@@ -703,7 +748,7 @@ def _call_row(key: str, call: DigestedCall) -> tuple[Any, ...]:
         if set(map(len, digests)) - {DIGEST_LENGTH}:
             raise ValueError("a digest of another length")
         args = bytes.fromhex("".join(digests))
-        result = None if call.result is NO_RESULT else bytes.fromhex(call.result)
+        result = None if call.result is NO_RESULT else bytearray.fromhex(call.result)
     except (ValueError, TypeError) as e:
         raise SaveError(f"call record {key}: arguments and result must be full digests") from e
     if len(args) != 16 * len(digests) or (result is not None and len(result) != 16):
@@ -722,10 +767,10 @@ def _call_row(key: str, call: DigestedCall) -> tuple[Any, ...]:
     version = _version_text(call.version)
     text = _record_json([call.name, call.module, version, list(call.arguments), metadata,
                          code_text])  # fmt: skip
-    record = _HEAD.pack(len(call.arguments), flags, created) + code + args + text.encode()
+    record = _JOIN((_HEAD.pack(len(call.arguments), flags, created), code, args, text.encode()))
     return (
         call.name, call.module, version, result, record,
-        _checksum(bytes.fromhex(key), result, record),
+        _checksum(bytearray.fromhex(key), result, record),
     )  # fmt: skip
 
 
@@ -740,7 +785,9 @@ def _split(record: bytes) -> tuple[float | None, bytes | None, bytes, bytes]:
     return created if flags & _CREATED else None, code, args, record[at + 16 * count :]
 
 
-def _argument_rows(blob: bytes, record: bytes, params: Any = None) -> builtins.list[Any]:
+def _argument_rows(
+    blob: bytes | bytearray, record: bytes, params: Any = None
+) -> builtins.list[Any]:
     """The ``args`` index rows of the record under ``blob`` (``params``: its parameter names,
     read from the record when not given)."""
     _, _, digests, text = _split(record)
@@ -770,10 +817,10 @@ def _call_from_row(key: Digest, row: tuple[Any, ...]) -> DigestedCall:
         raise IntegrityError(f"call record {key}: unreadable ({e})") from e
 
 
-def _blob(frame: bytes | Frame) -> bytes:
-    """A value's complete frame as one blob (a small plain one comes as bytes already, see
+def _blob(frame: bytes | Frame) -> bytearray:
+    """A value's complete frame as one blob parameter (a small plain one comes as bytes, see
     ``Codec.small_frame``)."""
-    return frame if isinstance(frame, bytes) else b"".join(frame.parts())
+    return bytearray(frame) if isinstance(frame, bytes) else _JOIN(frame.parts())
 
 
 _INSERT_CALL = "INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -789,7 +836,7 @@ class EmbeddedCallBackend(EmbeddedBackend):
 
     def _put(self, key: Digest, value: Any) -> None:
         row = _call_row(key, value)
-        blob = bytes.fromhex(key)
+        blob = bytearray.fromhex(key)
         try:  # the usual case, a new record: one INSERT, no look for an old one to unindex
             self._db.connection().execute(_INSERT_CALL, (blob, *row))
         except sqlite3.IntegrityError:
@@ -798,10 +845,10 @@ class EmbeddedCallBackend(EmbeddedBackend):
         except sqlite3.Error as e:
             _raise_save_error(e, f"cannot use {self._db.path}")
         # the record's argument digests, in its order (``_argument_rows`` would read them back)
-        arguments = [(p, bytes.fromhex(d), blob) for p, d in value.arguments.items()]
+        arguments = [(p, bytearray.fromhex(d), blob) for p, d in value.arguments.items()]
         self._execute_many(_INSERT_ARGUMENTS, arguments)
 
-    def _unindex(self, blob: bytes) -> bool:
+    def _unindex(self, blob: bytes | bytearray) -> bool:
         """Drop the argument rows of the record under ``blob``; False when there is none."""
         row = self._execute("SELECT record FROM calls WHERE key = ?", (blob,)).fetchone()
         if row is None:
@@ -815,7 +862,7 @@ class EmbeddedCallBackend(EmbeddedBackend):
 
     def _get(self, key: Digest) -> DigestedCall:
         connection = self._db.connection()
-        row = connection.execute(self._select_call, (bytes.fromhex(key),)).fetchone()
+        row = connection.execute(self._select_call, (bytearray.fromhex(key),)).fetchone()
         if row is None:
             raise KeyError(key)
         return self._decode(key, row)
@@ -834,9 +881,14 @@ class EmbeddedCallBackend(EmbeddedBackend):
         db, sql, codec, checksum = self._db, self._select_hit, values.codec, _checksum
 
         def read(key: Digest) -> Any:
-            blob = bytes.fromhex(key)
-            row = db.connection().execute(sql, (blob,)).fetchone()
+            conn = db.connection()
+            if db.absent(key):  # read absent, and nothing committed since: a miss's re-check
+                raise KeyError(key)
+            mark = db.change_mark()  # before the statement: a commit after it changes it
+            blob = bytearray.fromhex(key)  # a parameter sqlite3 binds without adapting
+            row = conn.execute(sql, (blob,)).fetchone()
             if row is None:
+                db.read_absent(key, mark)
                 raise KeyError(key)
             result, record, check, data = row
             try:
@@ -882,11 +934,11 @@ class EmbeddedCallBackend(EmbeddedBackend):
             now, rows = time.time(), []
             for value_key, frame in framed.items():
                 if type(frame) is bytes:  # the usual small value (see ``Codec.small_frame``)
-                    rows.append((bytes.fromhex(value_key), frame, now))
+                    rows.append((bytearray.fromhex(value_key), bytearray(frame), now))
                 elif frame.nbytes > threshold:  # a large one's file is written from its frame
                     values._save_large(value_key, frame)
                 else:
-                    rows.append((bytes.fromhex(value_key), _blob(frame), now))
+                    rows.append((bytearray.fromhex(value_key), _blob(frame), now))
             self._execute_many(upsert, rows)
             put(key, record)
             return None
@@ -975,7 +1027,7 @@ class ValueEmbedded(SaveOnceMixin, EmbeddedBackend):
             if isinstance(frame, Frame) and frame.nbytes > self.threshold:
                 self._save_large(key, frame)
             else:  # one statement, not a look then a write
-                row = (bytes.fromhex(key), _blob(frame), time.time())
+                row = (bytearray.fromhex(key), _blob(frame), time.time())
                 self._execute(self._upsert_inline, row)
         return key
 
