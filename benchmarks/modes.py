@@ -13,7 +13,7 @@ class Mode:
     name: str
     repeats: int  # timed runs per figure
     keys: int  # W1: distinct keys cycled per run
-    hit_processes: int  # W1: processes per subject its targets compare (the median one counts)
+    compared_processes: int  # W1, W2: processes a compared subject runs in (the median counts)
     misses: int  # W2: new calls per run
     array_mb: int  # W3, W4: size of the array (MiB)
     big_repeats: int  # W3, W4: timed runs (each moves array_mb)
@@ -40,7 +40,7 @@ MODES = {
         name="smoke",
         repeats=2,
         keys=20,
-        hit_processes=1,
+        compared_processes=1,
         misses=20,
         array_mb=1,
         big_repeats=3,
@@ -62,7 +62,7 @@ MODES = {
         name="quick",
         repeats=5,
         keys=1000,
-        hit_processes=3,
+        compared_processes=3,
         misses=150,
         array_mb=100,
         # five, not three: a W4 round moves 400 MiB through the disk, and on a VM one round in
@@ -91,7 +91,7 @@ MODES = {
         name="full",
         repeats=11,
         keys=1000,
-        hit_processes=5,
+        compared_processes=5,
         misses=1000,
         array_mb=100,
         big_repeats=9,

@@ -29,7 +29,7 @@ def w1_hit(subject: Subject, mode: Mode) -> dict[str, Any]:
     return {"hit_us": per_call(run, mode.repeats)}
 
 
-def w2_miss(subject: Subject, mode: Mode) -> dict[str, Any]:
+def w2_miss(subject: Subject, mode: Mode, floor: bool = True) -> dict[str, Any]:
     """Miss + store latency: each run calls ``f`` with keys never seen before.
 
     A run is at least ``mode.misses`` calls and, for a fast store, as many as fit in about
@@ -53,7 +53,7 @@ def w2_miss(subject: Subject, mode: Mode) -> dict[str, Any]:
     size = min(MAX_RUN, max(mode.misses, int(mode.misses * RUN_SECONDS / max(elapsed, 1e-9))))
     result = per_call(run, mode.repeats, warmup=0)
     found: dict[str, Any] = {"miss_us": result, "calls_per_run": size}
-    if subject.name == "fleche-embedded":  # the floor of its layout (see ``sqlfloor``)
+    if floor and subject.name == "fleche-embedded":  # the floor of its layout (see ``sqlfloor``)
         found["sql_floor"] = sqlfloor.embedded_miss_sql(size, mode.repeats, subject.workdir)
     return found
 

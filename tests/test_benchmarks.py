@@ -181,6 +181,39 @@ def test_w1_runs_the_compared_subjects_in_several_processes_in_rounds() -> None:
     assert len(plan(MODES["smoke"], ["W1"], ["fleche-embedded", "diskcache"], [])) == 2
 
 
+def test_w2_runs_its_compared_subjects_in_rounds_and_keeps_the_first_sql_floor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchmarks import runner
+
+    subjects = ["fleche-embedded", "joblib", "diskcache"]
+    tasks = runner.plan(MODES["quick"], ["W2"], subjects, [])
+    assert [(t, s, p.get("process")) for t, s, p in tasks] == [
+        ("W2", "fleche-embedded", None),
+        ("W2", "joblib", None),
+        ("W2", "diskcache", None),
+        ("W2", "fleche-embedded", 2),
+        ("W2", "diskcache", 2),
+        ("W2", "fleche-embedded", 3),
+        ("W2", "diskcache", 3),
+    ]
+    medians = iter([300.0, 900.0, 200.0, 250.0, 150.0, 280.0, 170.0])
+
+    def worker(task: str, subject: str, mode: object, params: dict | None = None) -> dict:
+        result = {"miss_us": {"median": next(medians), "samples": []}, "worker_s": 1.0}
+        if subject == "fleche-embedded" and not params:  # the first process measures the floor
+            result["sql_floor"] = {"sql_us": {"median": 120.0}}
+        return result
+
+    monkeypatch.setattr(runner, "run_worker", worker)
+    found = runner.run(MODES["quick"], ["W2"], subjects)["W2"]
+    assert found["fleche-embedded"]["miss_us"]["median"] == 280.0  # of 300, 250 and 280
+    assert found["fleche-embedded"]["process_medians"] == [300.0, 250.0, 280.0]
+    assert found["fleche-embedded"]["sql_floor"]["sql_us"]["median"] == 120.0
+    assert found["diskcache"]["miss_us"]["median"] == 170.0  # of 200, 150 and 170
+    assert found["joblib"]["miss_us"]["median"] == 900.0  # no target compares it: one process
+
+
 def test_the_median_process_counts_and_failed_ones_are_left_out() -> None:
     from benchmarks.runner import median_process
 
