@@ -119,18 +119,18 @@ def test_the_mark_changes_with_every_commit_and_only_then(tmp_path: Path) -> Non
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("CREATE TABLE t (x)")
-    mark = open_mark(conn, path)
-    assert mark is not None and len(mark()) == HEADER
+    view = open_mark(conn, path)
+    assert view is not None and len(view[:HEADER]) == HEADER
     other = sqlite3.connect(path, isolation_level=None)
-    seen = [mark()]
+    seen = [view[:HEADER]]
     other.execute("INSERT INTO t VALUES (1)")
-    seen.append(mark())
+    seen.append(view[:HEADER])
     other.execute("SELECT * FROM t").fetchall()
     other.execute("BEGIN IMMEDIATE")
     other.execute("INSERT INTO t VALUES (2)")
-    seen.append(mark())  # not committed yet
+    seen.append(view[:HEADER])  # not committed yet
     other.execute("COMMIT")
-    seen.append(mark())
+    seen.append(view[:HEADER])
     assert seen[0] != seen[1] == seen[2] != seen[3]
 
 
@@ -146,7 +146,7 @@ def test_without_a_mark_every_look_up_is_a_statement(tmp_path: Path) -> None:
     with fleche.cache(cache):
         double(1)
         key = double.digest(2)
-    cache.calls._db._local.mark = None  # as where the header cannot be read
+    cache.calls._db._local.view = None  # as where the header cannot be read
     selects = _selects(cache)
     assert not _is_hit(cache, key) and not _is_hit(cache, key)
     assert len(selects) == 2

@@ -19,7 +19,6 @@ import mmap
 import os
 import sqlite3
 import struct
-from collections.abc import Callable
 
 __all__ = ["HEADER", "open_mark"]
 
@@ -28,11 +27,12 @@ _LAYOUT = struct.Struct("=IIIBBH")  # version, unused, change counter, is-init, 
 _VERSION = 3007000  # the WAL-index format, unchanged since SQLite 3.7.0
 
 
-def open_mark(conn: sqlite3.Connection, path: str) -> Callable[[], bytes] | None:
-    """A function giving the current header of ``path``'s WAL-index, for ``conn``, a connection
-    that has read the database (so that it holds the ``-shm`` file open and mapped for as long as
-    it lives, and no other process can truncate it). None when it cannot be told here: not in
-    WAL mode, not a POSIX system, no ``-shm`` file, or a header of another format."""
+def open_mark(conn: sqlite3.Connection, path: str) -> mmap.mmap | None:
+    """A read-only view of ``path``'s WAL-index header, for ``conn``, a connection that has read
+    the database (so that it holds the ``-shm`` file open and mapped for as long as it lives, and
+    no other process can truncate it): ``view[:HEADER]`` is the header now. None when it cannot
+    be told here: not in WAL mode, not a POSIX system, no ``-shm`` file, or a header of another
+    format."""
     if os.name != "posix":
         return None
     try:
@@ -50,16 +50,4 @@ def open_mark(conn: sqlite3.Connection, path: str) -> Callable[[], bytes] | None
     if version != _VERSION or ready != 1 or size != (1 if page_size == 65536 else page_size):
         view.close()
         return None
-    return _Mark(view)
-
-
-class _Mark:
-    """The header's first copy, read from the mapping (a bytes object of ``HEADER`` bytes)."""
-
-    __slots__ = ("view",)
-
-    def __init__(self, view: mmap.mmap) -> None:
-        self.view = view
-
-    def __call__(self) -> bytes:
-        return self.view[:HEADER]
+    return view

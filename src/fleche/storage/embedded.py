@@ -26,6 +26,7 @@ import builtins
 import functools
 import json
 import logging
+import mmap
 import os
 import sqlite3
 import struct
@@ -48,7 +49,7 @@ from ..digest import DIGEST_LENGTH, SCHEME_VERSION, Digest, digest, is_hex_key
 from ..errors import ConfigError, FlecheWarning, IntegrityError, SaveError
 from . import _files, _staging
 from ._files import OPS, FileOps, key_path, make_dirs, read_file, write_frame
-from ._walmark import open_mark
+from ._walmark import HEADER, open_mark
 from .base import NULL_CONTEXT, BatchScope, CallMixin, Intent, StorageBackend, check_key
 from .checkpointer import checkpointer
 from .embedded_upgrade import call_from_parts, upgrade
@@ -173,7 +174,8 @@ class _Connection(sqlite3.Connection):
 class _ThreadState(threading.local):
     """A thread's connection and what goes with it (class defaults: no exception to look)."""
 
-    mark: Callable[[], bytes] | None = None  # the WAL-index header, once the schema exists
+    conn: sqlite3.Connection | None = None
+    view: mmap.mmap | None = None  # the WAL-index header (``_walmark``), once the schema exists
     missed: tuple[str, bytes] | None = None  # the last key read absent, and the header then
 
 
@@ -198,7 +200,7 @@ class Database:
         self._check_filesystem()
         self._create_schema()
         self.inode = os.stat(self.path).st_ino
-        self._local.mark = open_mark(self.connection(), self.path)
+        self._local.view = open_mark(self.connection(), self.path)
         self._ready = True  # new connections read the schema: each can take its mark
 
     def _reset(self) -> None:
@@ -209,10 +211,9 @@ class Database:
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection (autocommit; transactions are explicit)."""
-        try:
-            return self._local.conn
-        except AttributeError:
-            pass
+        conn = self._local.conn
+        if conn is not None:
+            return conn
         conn = sqlite3.connect(
             self.path,
             timeout=BUSY_TIMEOUT,
@@ -228,33 +229,8 @@ class Database:
         self._local.batch = None
         self._connections.add(conn)
         if self._ready:
-            self._local.mark = open_mark(conn, self.path)
+            self._local.view = open_mark(conn, self.path)
         return conn
-
-    def absent(self, key: str) -> bool:
-        """True when ``key`` was read absent by this thread and nothing was committed since,
-        by any connection, nor is any write of this thread's pending: then it is still absent,
-        and a look-up needs no statement (see ``_walmark``)."""
-        local = self._local
-        missed, mark = local.missed, local.mark
-        return (
-            missed is not None
-            and missed[0] == key
-            and mark is not None
-            and missed[1] == mark()
-            and not local.conn.in_transaction
-        )
-
-    def read_absent(self, key: str, mark: bytes | None) -> None:
-        """Note that this thread read ``key`` absent in a statement begun after ``mark`` was
-        taken (see :meth:`absent`)."""
-        if mark is not None:
-            self._local.missed = (key, mark)
-
-    def change_mark(self) -> bytes | None:
-        """The WAL-index header now (None when it cannot be read here)."""
-        mark = self._local.mark
-        return mark() if mark is not None else None
 
     def _check_filesystem(self) -> None:
         fstype = _files.filesystem_type(self.root)
@@ -336,11 +312,11 @@ class Database:
         batch = self._local.batch
         if batch is None or not batch.depth or batch.inert:
             return -1
-        return self._local.conn.total_changes
+        return self.connection().total_changes
 
     def batch_failed(self, mark: int, error: BaseException) -> None:
         """A write in the open batch failed: if it changed rows, roll the batch back now."""
-        conn, batch = self._local.conn, self._local.batch
+        conn, batch = self.connection(), self._local.batch
         if conn.total_changes == mark or not conn.in_transaction:
             return  # it failed before writing (a value that cannot be serialised): nothing to undo
         self.end(commit=False)
@@ -881,14 +857,19 @@ class EmbeddedCallBackend(EmbeddedBackend):
         db, sql, codec, checksum = self._db, self._select_hit, values.codec, _checksum
 
         def read(key: Digest) -> Any:
-            conn = db.connection()
-            if db.absent(key):  # read absent, and nothing committed since: a miss's re-check
-                raise KeyError(key)
-            mark = db.change_mark()  # before the statement: a commit after it changes it
+            local = db._local
+            conn = local.conn or db.connection()
+            view = local.view
+            if view is not None:  # the WAL-index header, read before the statement (_walmark)
+                mark, missed = view[:HEADER], local.missed
+                # absent, nothing committed since, no write of ours pending: a miss's second look
+                if missed == (key, mark) and not conn.in_transaction:
+                    raise KeyError(key)
             blob = bytearray.fromhex(key)  # a parameter sqlite3 binds without adapting
             row = conn.execute(sql, (blob,)).fetchone()
             if row is None:
-                db.read_absent(key, mark)
+                if view is not None:
+                    local.missed = (key, mark)
                 raise KeyError(key)
             result, record, check, data = row
             try:
