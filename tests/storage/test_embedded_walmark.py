@@ -66,12 +66,18 @@ def test_a_miss_of_a_whole_call_reads_once_and_stores(tmp_path: Path) -> None:
         assert double(5) == 10 and cache.hits == 1
 
 
-def test_a_commit_by_another_thread_in_between_is_seen(tmp_path: Path) -> None:
-    cache = _cache(tmp_path)
+def _missed(root: Path, n: int) -> tuple[Cache, Any]:
+    """A cache holding ``double(1)`` in which this thread has just looked ``double(n)`` up."""
+    cache = _cache(root)
     with fleche.cache(cache):
         double(1)
-        key = double.digest(7)
+        key = double.digest(n)
     assert not _is_hit(cache, key)
+    return cache, key
+
+
+def test_a_commit_by_another_thread_in_between_is_seen(tmp_path: Path) -> None:
+    cache, key = _missed(tmp_path, 7)
 
     def store() -> None:
         with fleche.cache(cache):
@@ -89,11 +95,7 @@ def _store_in_another_process(root: str) -> None:
 
 
 def test_a_commit_by_another_process_in_between_is_seen(tmp_path: Path) -> None:
-    cache = _cache(tmp_path)
-    with fleche.cache(cache):
-        double(1)
-        key = double.digest(8)
-    assert not _is_hit(cache, key)
+    cache, key = _missed(tmp_path, 8)
     process = multiprocessing.get_context("spawn").Process(
         target=_store_in_another_process, args=(str(tmp_path),)
     )
