@@ -34,7 +34,7 @@ def _record(root: Path, misses: int) -> tuple[list[Statement], list[list[Stateme
 
     log: list[Statement] = []
 
-    class Recording(embedded._Connection):
+    class RecordingCursor(sqlite3.Cursor):
         def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
             log.append((False, sql, tuple(parameters)))
             return super().execute(sql, parameters)
@@ -43,6 +43,19 @@ def _record(root: Path, misses: int) -> tuple[list[Statement], list[list[Stateme
             rows = [tuple(row) for row in rows]
             log.append((True, sql, rows))
             return super().executemany(sql, rows)
+
+    class Recording(embedded._Connection):
+        """Every statement, whether sent through the connection or one of its cursors (the
+        embedded default keeps a cursor per thread for its hot statements), recorded once."""
+
+        def cursor(self, factory: Any = RecordingCursor) -> Any:
+            return super().cursor(factory)
+
+        def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+            return self.cursor().execute(sql, parameters)
+
+        def executemany(self, sql: str, rows: Any, /) -> sqlite3.Cursor:
+            return self.cursor().executemany(sql, rows)
 
     class Checkpoints:
         def request(self, path: str) -> None:
@@ -72,14 +85,15 @@ def _new_database(root: Path) -> sqlite3.Connection:
     return sqlite3.connect(root / "fleche.db", isolation_level=None, timeout=60.0)
 
 
-def _replay(connection: sqlite3.Connection, statements: list[Statement], path: str) -> None:
+def _replay(cursor: sqlite3.Cursor, statements: list[Statement], path: str) -> None:
+    """``statements`` through one cursor, as the embedded default sends a miss's."""
     for many, sql, parameters in statements:
         if sql == CHECKPOINT:
             checkpointer().request(path)
         elif many:
-            connection.executemany(sql, parameters)
+            cursor.executemany(sql, parameters)
         else:
-            connection.execute(sql, parameters).fetchall()
+            cursor.execute(sql, parameters).fetchall()
 
 
 def embedded_miss_sql(size: int, repeats: int, workdir: Path) -> dict[str, Any]:
@@ -90,13 +104,14 @@ def embedded_miss_sql(size: int, repeats: int, workdir: Path) -> dict[str, Any]:
         connection = _new_database(Path(tmp) / "replayed")
         try:
             path = str(Path(tmp) / "replayed" / "fleche.db")
-            _replay(connection, setup, path)
+            cursor = connection.cursor()
+            _replay(cursor, setup, path)
             runs = iter(range(repeats + 1))
 
             def run() -> int:
                 start = next(runs) * size
                 for statements in per_miss[start : start + size]:
-                    _replay(connection, statements, path)
+                    _replay(cursor, statements, path)
                 return size
 
             return {"sql_us": per_call(run, repeats), "statements": len(per_miss[0])}

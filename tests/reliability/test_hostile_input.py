@@ -139,6 +139,7 @@ def arm(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
         monkeypatch.setattr(embedded._Connection, "execute", trip)
         monkeypatch.setattr(embedded._Connection, "executemany", trip)
         monkeypatch.setattr(embedded.Database, "connection", trip)
+        monkeypatch.setattr(embedded.Database, "cursor", trip)
     if kind in ("sqlite", "postgres", "mysql"):
         from fleche.storage import sql_engine
 
