@@ -265,3 +265,39 @@ def test_an_unexpected_error_in_a_checkpoint_does_not_end_the_thread(
     worker.request("second")
     assert worker.wait_idle(30) and calls == ["first", "second"] and worker.done == 2
     assert thread is not None and worker._thread is thread and thread.is_alive()
+
+
+_SHM_DMS = 128  # SQLite's unix VFS: the byte of ``-shm`` each process using it holds a read lock on
+
+
+def _dms_holder(shm: str) -> int:
+    """The pid holding a lock on the DMS byte of ``shm`` as another process sees it (0: none)."""
+    import fcntl
+    import struct
+
+    fd = os.open(shm, os.O_RDWR)
+    try:
+        query = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, _SHM_DMS, 1, 0)
+        kind, _, _, _, pid = struct.unpack("hhqqi4x", fcntl.fcntl(fd, fcntl.F_GETLK, query))
+    finally:
+        os.close(fd)
+    return pid if kind != fcntl.F_UNLCK else 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX record locks")
+def test_the_process_keeps_sqlites_lock_on_the_shared_memory_file(tmp_path: Path) -> None:
+    # closing any descriptor of a file drops every POSIX lock the process holds on it: nothing
+    # fleche does may open and close ``fleche.db-shm`` behind SQLite's back, or the next process
+    # to open the database takes itself for the first, truncates the file, and every process
+    # that has it mapped dies of SIGBUS (a change that read the WAL-index header did exactly that)
+    import multiprocessing
+
+    values = ValueEmbedded(tmp_path)
+    CallEmbedded(tmp_path)
+    key = values.save("a value")
+    assert values.load(key) == "a value"
+    threading.Thread(target=lambda: values.load(key)).start()  # another thread's connection
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        holder = pool.apply(_dms_holder, (str(tmp_path / "fleche.db-shm"),))
+    assert holder == os.getpid()

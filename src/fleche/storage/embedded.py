@@ -26,7 +26,6 @@ import builtins
 import functools
 import json
 import logging
-import mmap
 import os
 import sqlite3
 import struct
@@ -49,7 +48,6 @@ from ..digest import DIGEST_LENGTH, SCHEME_VERSION, Digest, digest, is_hex_key
 from ..errors import ConfigError, FlecheWarning, IntegrityError, SaveError
 from . import _files, _staging
 from ._files import OPS, FileOps, key_path, make_dirs, read_file, write_frame
-from ._walmark import HEADER, open_mark
 from .base import NULL_CONTEXT, BatchScope, CallMixin, Intent, StorageBackend, check_key
 from .checkpointer import checkpointer
 from .embedded_upgrade import call_from_parts, upgrade
@@ -178,8 +176,6 @@ class _ThreadState(threading.local):
     # a cursor of ``conn`` for statements whose rows are read at once (a new cursor per
     # statement, as ``conn.execute`` makes, cost a hit's SELECT 0.5-1 of its 5 us)
     cursor: sqlite3.Cursor | None = None
-    view: mmap.mmap | None = None  # the WAL-index header (``_walmark``), once the schema exists
-    missed: tuple[str, bytes] | None = None  # the last key read absent, and the header then
 
 
 class Database:
@@ -189,7 +185,6 @@ class Database:
     def __init__(self, root: str, mode: int | None) -> None:
         self.root, self.path = root, f"{root}/fleche.db"
         self.durable = False
-        self._ready = False  # the schema exists (once created or checked here)
         self._reset()
         make_dirs(root, mode)
         try:  # created here so that it follows the umask (or mode), which SQLite would not
@@ -203,8 +198,6 @@ class Database:
         self._check_filesystem()
         self._create_schema()
         self.inode = os.stat(self.path).st_ino
-        self._local.view = open_mark(self.connection(), self.path)
-        self._ready = True  # new connections read the schema: each can take its mark
 
     def _reset(self) -> None:
         self._local = _ThreadState()
@@ -232,8 +225,6 @@ class Database:
         self._local.cursor = conn.cursor()
         self._local.batch = None
         self._connections.add(conn)
-        if self._ready:
-            self._local.view = open_mark(conn, self.path)
         return conn
 
     def cursor(self) -> sqlite3.Cursor:
@@ -868,19 +859,10 @@ class EmbeddedCallBackend(EmbeddedBackend):
         db, sql, codec, checksum = self._db, self._select_hit, values.codec, _checksum
 
         def read(key: Digest) -> Any:
-            local = db._local
-            cursor = local.cursor or db.cursor()
-            view = local.view
-            if view is not None:  # the WAL-index header, read before the statement (_walmark)
-                mark, missed = view[:HEADER], local.missed
-                # absent, nothing committed since, no write of ours pending: a miss's second look
-                if missed == (key, mark) and not cursor.connection.in_transaction:
-                    raise KeyError(key)
+            cursor = db._local.cursor or db.cursor()
             blob = bytearray.fromhex(key)  # a parameter sqlite3 binds without adapting
             row = cursor.execute(sql, (blob,)).fetchone()
             if row is None:
-                if view is not None:
-                    local.missed = (key, mark)
                 raise KeyError(key)
             result, record, check, data = row
             try:
