@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import threading
 from pathlib import Path
 
@@ -284,7 +285,7 @@ def _dms_holder(shm: str) -> int:
     return pid if kind != fcntl.F_UNLCK else 0
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX record locks")
+@pytest.mark.skipif(sys.platform != "linux", reason="reads Linux's struct flock")
 def test_the_process_keeps_sqlites_lock_on_the_shared_memory_file(tmp_path: Path) -> None:
     # closing any descriptor of a file drops every POSIX lock the process holds on it: nothing
     # fleche does may open and close ``fleche.db-shm`` behind SQLite's back, or the next process
@@ -296,7 +297,9 @@ def test_the_process_keeps_sqlites_lock_on_the_shared_memory_file(tmp_path: Path
     CallEmbedded(tmp_path)
     key = values.save("a value")
     assert values.load(key) == "a value"
-    threading.Thread(target=lambda: values.load(key)).start()  # another thread's connection
+    reader = threading.Thread(target=lambda: values.load(key))  # another thread's connection
+    reader.start()
+    reader.join()
     context = multiprocessing.get_context("spawn")
     with context.Pool(1) as pool:
         holder = pool.apply(_dms_holder, (str(tmp_path / "fleche.db-shm"),))

@@ -719,8 +719,10 @@ def _checksum(blob: bytes | bytearray, result: bytes | bytearray | None,
     return _xxh3_64(blob + marked + record) - (1 << 63)
 
 
-def _call_row(key: str, call: DigestedCall) -> tuple[Any, ...]:
-    """The columns of ``call`` after its key (``SaveError`` when a digest is not a full one)."""
+def _call_row(key: str, call: DigestedCall, blob: bytes | bytearray | None = None
+              ) -> tuple[Any, ...]:  # fmt: skip
+    """The columns of ``call`` after its key (``SaveError`` when a digest is not a full one);
+    ``blob``: the key as bytes, when the caller has it already."""
     digests = call.arguments.values()
     try:  # every digest full length, then all of them converted at once
         if set(map(len, digests)) - {DIGEST_LENGTH}:
@@ -748,7 +750,7 @@ def _call_row(key: str, call: DigestedCall) -> tuple[Any, ...]:
     record = _JOIN((_HEAD.pack(len(call.arguments), flags, created), code, args, text.encode()))
     return (
         call.name, call.module, version, result, record,
-        _checksum(bytearray.fromhex(key), result, record),
+        _checksum(bytearray.fromhex(key) if blob is None else blob, result, record),
     )  # fmt: skip
 
 
@@ -813,8 +815,8 @@ class EmbeddedCallBackend(EmbeddedBackend):
     _area = "calls"
 
     def _put(self, key: Digest, value: Any) -> None:
-        row = _call_row(key, value)
         blob = bytearray.fromhex(key)
+        row = _call_row(key, value, blob)
         try:  # the usual case, a new record: one INSERT, no look for an old one to unindex
             self._db.cursor().execute(_INSERT_CALL, (blob, *row))
         except sqlite3.IntegrityError:
@@ -907,9 +909,9 @@ class EmbeddedCallBackend(EmbeddedBackend):
                 return framed
             now, rows = time.time(), []
             for value_key, frame in framed.items():
-                if type(frame) is bytes:  # the usual small value (see ``Codec.small_frame``)
-                    rows.append((bytearray.fromhex(value_key), bytearray(frame), now))
-                elif frame.nbytes > threshold:  # a large one's file is written from its frame
+                # a small value comes as bytes (``Codec.small_frame``); a large one's file is
+                # written from its frame
+                if type(frame) is not bytes and frame.nbytes > threshold:
                     values._save_large(value_key, frame)
                 else:
                     rows.append((bytearray.fromhex(value_key), _blob(frame), now))
@@ -1057,7 +1059,7 @@ class CallEmbedded(CallMixin, FileKeyLockMixin, EmbeddedCallBackend):
                     self._put(key, record)
                     continue
                 present.add(blob)
-                row = _call_row(key, record)
+                row = _call_row(key, record, blob)
                 rows.append((blob, *row))
                 arguments += _argument_rows(blob, row[4], record.arguments)
             self._execute_many(_INSERT_CALL, rows)
