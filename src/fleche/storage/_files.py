@@ -481,6 +481,9 @@ def _shared_lock_fd(path: str, mode: int | None) -> int:
     descriptor of a file drops every POSIX lock the process holds on it. A forked child opens
     its own (record locks are not inherited; the parent's descriptor is left alone)."""
     pid = os.getpid()
+    found = _lock_files.get(path)  # the usual case, read without the mutex (one dict look-up)
+    if found is not None and found[0] == pid:
+        return found[1]
     with _lock_files_mutex:
         found = _lock_files.get(path)
         if found is not None and found[0] == pid:

@@ -73,11 +73,15 @@ class LockTable:
         self._entries: dict[str, _Entry] = {}
 
     def _enter(self, key: str, owner: object) -> tuple[_Entry, bool]:
-        """Register interest in ``key``; True when ``owner`` already holds it (a reentry)."""
+        """Register interest in ``key``; True when ``owner`` holds it now: a reentry, or a key
+        nobody held, taken at once (the usual cases, in one hold of the mutex)."""
         with self._mutex:
             entry = self._entries.get(key)
             if entry is None:
                 entry = self._entries[key] = _Entry()
+                entry.lock.acquire()  # a new lock: free
+                entry.owner, entry.depth, entry.users = owner, 1, 1
+                return entry, True
             if entry.depth and entry.owner == owner:
                 entry.depth += 1
                 return entry, True
@@ -92,8 +96,8 @@ class LockTable:
 
     def acquire(self, key: str, owner: object, timeout: float) -> _Entry:
         """Take ``key`` for ``owner`` (reentrant), waiting at most ``timeout`` seconds."""
-        entry, reentered = self._enter(key, owner)
-        if reentered:
+        entry, held = self._enter(key, owner)
+        if held:
             return entry
         if not entry.lock.acquire(blocking=False):
             pause_batches()  # held by another owner: commit before waiting (see the module)
@@ -105,8 +109,8 @@ class LockTable:
 
     def try_acquire(self, key: str, owner: object) -> _Entry | None:
         """Take ``key`` for ``owner`` if nobody else holds it, without waiting; else None."""
-        entry, reentered = self._enter(key, owner)
-        if reentered:
+        entry, held = self._enter(key, owner)
+        if held:
             return entry
         if not entry.lock.acquire(blocking=False):
             self._forget(key, entry)
@@ -116,8 +120,8 @@ class LockTable:
 
     async def acquire_async(self, key: str, owner: object, timeout: float) -> _Entry:
         """As :meth:`acquire`, polling so that the event loop is never blocked."""
-        entry, reentered = self._enter(key, owner)
-        if reentered:
+        entry, held = self._enter(key, owner)
+        if held:
             return entry
         deadline, pause = time.monotonic() + timeout, 0.001
         while not entry.lock.acquire(blocking=False):
@@ -137,8 +141,11 @@ class LockTable:
         if entry.depth:
             return
         entry.owner = None
-        entry.lock.release()
-        self._forget(key, entry)
+        with self._mutex:  # as ``_forget`` does, in the same hold
+            entry.lock.release()
+            entry.users -= 1
+            if entry.users == 0 and self._entries.get(key) is entry:
+                del self._entries[key]
 
     def __len__(self) -> int:
         return len(self._entries)
