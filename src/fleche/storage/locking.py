@@ -141,11 +141,8 @@ class LockTable:
         if entry.depth:
             return
         entry.owner = None
-        with self._mutex:  # as ``_forget`` does, in the same hold
-            entry.lock.release()
-            entry.users -= 1
-            if entry.users == 0 and self._entries.get(key) is entry:
-                del self._entries[key]
+        entry.lock.release()
+        self._forget(key, entry)
 
     def __len__(self) -> int:
         return len(self._entries)
