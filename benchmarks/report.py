@@ -64,7 +64,7 @@ def blocks(run: dict[str, Any], plot: str | None) -> dict[str, str]:
         "ratios": tables.ratios(r),
         "floors": tables.floors(r),
         "W1": tables.latency(r, "W1", "hit_us"),
-        "W2": tables.latency(r, "W2", "miss_us") + tables.sql_floor(r),
+        "W2": tables.latency(r, "W2", "miss_us") + tables.w2_notes(r),
         "W3": tables.array_argument(r),
         "W4": tables.array_result(r),
         "W5": tables.scale(r) + (f"\n\n![W5 hit latency]({plot})" if plot else ""),

@@ -155,8 +155,9 @@ def run(mode: Mode, workloads: Iterable[str], subjects: Iterable[str]) -> dict[s
             results.setdefault(key, {})[subject] = result
     for (key, subject), runs in repeated.items():
         chosen = median_process(runs, ROUNDS[key][1])
-        if "sql_floor" in runs[0]:  # measured by the first process only (W2)
-            chosen.setdefault("sql_floor", runs[0]["sql_floor"])
+        for extra in ("sql_floor", "locked"):  # measured by the first process only (W2)
+            if extra in runs[0]:
+                chosen.setdefault(extra, runs[0][extra])
         results[key][subject] = chosen
     return results
 

@@ -201,6 +201,26 @@ class Diskcache(Subject):
     def bulk(self) -> Any:
         return self.cache.transact()  # one SQLite transaction around many stores
 
+    def decorate_locked(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """``memoize`` with a ``diskcache.Lock`` per key around a miss: the stampede protection a
+        diskcache user adds so that a body runs once across processes, as fleche's persistent
+        caches do (W6). A hit is one look-up; a miss takes the key's lock, looks again, then
+        computes and stores. W2 measures its miss beside the plain one, for context only: the
+        target compares with plain ``memoize``."""
+        diskcache = _require("diskcache")
+        memoized = self.cache.memoize(name=f"locked.{func.__qualname__}")(func)
+        cache, missing = self.cache, object()
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            key = memoized.__cache_key__(*args, **kwargs)
+            found = cache.get(key, default=missing, retry=True)
+            if found is not missing:
+                return found
+            with diskcache.Lock(cache, ("lock", *key)):
+                return memoized(*args, **kwargs)  # looks again under the lock first
+
+        return locked
+
     def close(self) -> None:
         self.cache.close()
 

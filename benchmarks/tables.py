@@ -100,17 +100,26 @@ def latency(results: dict[str, Any], task: str, field: str) -> str:
     return table(["", "per call", *[f"÷ {p}" for p in peers]], rows)
 
 
-def sql_floor(results: dict[str, Any]) -> str:
-    """W2: the embedded default's SQL for a miss, replayed alone (``sqlfloor``), as a note."""
+def w2_notes(results: dict[str, Any]) -> str:
+    """W2: the embedded default's SQL for a miss, replayed alone (``sqlfloor``), and diskcache's
+    miss with a per-key lock (``Diskcache.decorate_locked``), as notes."""
+    notes = ""
     node = get(results, "W2", "fleche-embedded", "sql_floor") or {}
     floor = median(node, "sql_us")
-    if floor is None:
-        return ""
-    return (
-        f"\n\nfleche-embedded's SQL alone: {us(floor)} a miss (its {node['statements']} "
-        "statements, recorded from real misses and replayed on a new database without fleche's "
-        "Python; `benchmarks/sqlfloor.py`)."
-    )
+    if floor is not None:
+        notes += (
+            f"\n\nfleche-embedded's SQL alone: {us(floor)} a miss (its {node['statements']} "
+            "statements, recorded from real misses and replayed on a new database without "
+            "fleche's Python; `benchmarks/sqlfloor.py`)."
+        )
+    locked = median(results, "W2", "diskcache", "locked", "miss_us")
+    if locked is not None:
+        notes += (
+            f"\n\ndiskcache with a `diskcache.Lock` per key around its miss (a look-up, the lock, "
+            f"a look-up again, the store: the stampede protection fleche's persistent caches "
+            f"have, W6): {us(locked)} a miss, in its first process."
+        )
+    return notes
 
 
 def array_argument(results: dict[str, Any]) -> str:

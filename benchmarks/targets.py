@@ -41,6 +41,8 @@ def embedded_miss(r: dict[str, Any]) -> Verdict:
         return NOT_MEASURED, NOT_MEASURED
     floor = median(r, "W2", "fleche-embedded", "sql_floor", "sql_us")
     alone = f"; its SQL alone {us(floor)}" if floor is not None else ""
+    locked = median(r, "W2", "diskcache", "locked", "miss_us")
+    alone += f"; diskcache with a per-key lock {us(locked)}" if locked is not None else ""
     return f"{us(mine)} vs {us(theirs)} ({sig(mine / theirs, 2)}x{alone})", _status(mine <= theirs)
 
 

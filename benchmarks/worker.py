@@ -94,7 +94,7 @@ def dispatch(task: str, subject: Any, mode: Any, params: dict[str, Any]) -> dict
         return memory.digest_rss(mode, params.get("layout", "C"))
     tasks = {
         "W1": lambda: workloads.w1_hit(subject, mode),
-        "W2": lambda: workloads.w2_miss(subject, mode, floor="process" not in params),
+        "W2": lambda: workloads.w2_miss(subject, mode, context="process" not in params),
         "W3": lambda: workloads.w3_array_argument(subject, mode),
         "W4": lambda: workloads.w4_array_result(subject, mode),
         "scale": lambda: scale.w5_scale(subject, mode, set(params["workloads"])),
